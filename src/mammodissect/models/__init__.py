@@ -1,0 +1,33 @@
+"""Models: specs to targets and dissectors.
+
+Each model family is one module registering its loaders; adding a family
+(Mammo-CLIP, say) means adding one module and importing it here.
+"""
+
+from mammodissect.models import (  # noqa: F401  (imports register the families)
+    openclip_models,
+    python_models,
+    timm_models,
+    torchvision_models,
+)
+from mammodissect.models.base import Dissector, Preprocess, Target, describe_preprocess
+from mammodissect.models.preprocess import ImagePreprocess, parse_image_size
+from mammodissect.models.registry import load_dissector, load_target, schemes
+from mammodissect.models.spec import ModelSpec, parse_spec
+from mammodissect.models.weights import load_weights, read_state_dict
+
+__all__ = [
+    "Dissector",
+    "ImagePreprocess",
+    "ModelSpec",
+    "Preprocess",
+    "Target",
+    "describe_preprocess",
+    "load_dissector",
+    "load_target",
+    "load_weights",
+    "parse_image_size",
+    "parse_spec",
+    "read_state_dict",
+    "schemes",
+]

@@ -1,0 +1,120 @@
+"""``openclip:NAME`` dissectors (and their image towers as targets).
+
+Weights come from a local file (``?weights=PATH``, a full open_clip state
+dict), from the hub for online users (``?pretrained=TAG``), or, only when the
+user says so with ``?random_init=1``, from random initialisation (labels are
+then meaningless; useful for smoke tests and null baselines).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from mammodissect.errors import MammodissectError
+from mammodissect.models.base import Target
+from mammodissect.models.preprocess import ImagePreprocess
+from mammodissect.models.registry import register, suggest
+from mammodissect.models.spec import ModelSpec
+from mammodissect.models.weights import load_weights
+
+__all__ = ["OpenClipDissector"]
+
+log = logging.getLogger(__name__)
+
+_TEXT_BATCH = 256
+
+
+class OpenClipDissector:
+    """An open_clip model as a dissector: L2-normalised image and text embeddings."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer: Any, spec: ModelSpec, source: str):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.image_module = model.visual
+        cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
+        size = cfg.get("size", getattr(model.visual, "image_size", 224))
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        self.preprocess = ImagePreprocess(size, tuple(cfg["mean"]), tuple(cfg["std"]))
+        self.spec = spec.public()
+        self.identity = spec.identity()
+        self.info = {"architecture": f"open_clip {spec.name}", "weights": source}
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model's parameters live."""
+        return next(self.model.parameters()).device
+
+    def to(self, device: torch.device | str) -> OpenClipDissector:
+        """Move the model to ``device``."""
+        self.model.to(device)
+        return self
+
+    def encode_images(self, batch: torch.Tensor) -> torch.Tensor:
+        """(B, D) unit-norm image embeddings of a preprocessed batch."""
+        return F.normalize(self.model.encode_image(batch.to(self.device)).float(), dim=-1)
+
+    def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        """(M, D) unit-norm embeddings of the raw strings (no prompt template)."""
+        out = []
+        for start in range(0, len(texts), _TEXT_BATCH):
+            tokens = self.tokenizer(list(texts[start : start + _TEXT_BATCH])).to(self.device)
+            out.append(F.normalize(self.model.encode_text(tokens).float(), dim=-1))
+        return torch.cat(out)
+
+    def as_target(self) -> Target:
+        """The image tower as a target sharing this model (one forward gives both)."""
+        return Target(self.image_module, self.preprocess, self.spec, self.identity, self.info)
+
+
+def _build(spec: ModelSpec) -> OpenClipDissector:
+    import open_clip
+
+    if spec.name not in open_clip.list_models():
+        raise MammodissectError(
+            f"open_clip has no model {spec.name!r}{suggest(spec.name, open_clip.list_models())}"
+        )
+    weights = spec.path("weights")
+    tag = spec.options.get("pretrained")
+    random_init = spec.flag("random_init")
+    if weights is None and not tag and not random_init:
+        raise MammodissectError(
+            f"dissector {spec.public()!r} has no weights: give ?weights=PATH (a local open_clip "
+            "checkpoint), ?pretrained=TAG when online, "
+            "or ?random_init=1 to accept meaningless labels"
+        )
+    try:
+        model = open_clip.create_model(spec.name, pretrained=tag or None)
+        tokenizer = open_clip.get_tokenizer(spec.name)
+    except Exception as err:
+        raise MammodissectError(
+            f"cannot build {spec.public()!r} ({type(err).__name__}: {err}); "
+            "hub weights and hub tokenizers need a network: use ?weights=PATH offline"
+        ) from err
+    if weights is not None:
+        load_weights(model, weights, what=spec.public())
+        source = f"file {weights.name}"
+    elif tag:
+        source = f"hub ({tag})"
+    else:
+        log.warning(
+            "%s uses RANDOM weights (random_init=1): its labels mean nothing", spec.public()
+        )
+        source = "random initialisation"
+    return OpenClipDissector(model, tokenizer, spec, source)
+
+
+@register("openclip", "dissector")
+def load_openclip_dissector(spec: ModelSpec) -> OpenClipDissector:
+    """Build ``openclip:NAME?weights=PATH`` (or ``pretrained=TAG``, or ``random_init=1``)."""
+    return _build(spec)
+
+
+@register("openclip", "target")
+def load_openclip_target(spec: ModelSpec) -> Target:
+    """The image tower of ``openclip:NAME`` as a target; layer names are relative to it."""
+    return _build(spec).as_target()
