@@ -1,0 +1,388 @@
+"""List the images of a probe set: a folder tree or a CSV/TSV manifest.
+
+A probe is an ordered list of :class:`ProbeItem` (an ``image_id``, a POSIX
+path relative to the probe root, and the absolute path used to open the
+file). Only ``image_id`` and ``relpath`` ever reach outputs; absolute paths
+stay in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mammodissect.errors import MammodissectError
+from mammodissect.probe.images import is_dicom_file
+
+__all__ = ["IMAGE_EXTENSIONS", "MANIFEST_EXTENSIONS", "Probe", "ProbeItem", "load_probe"]
+
+logger = logging.getLogger(__name__)
+
+#: Extensions (lower case, with the dot) of image files a probe folder lists;
+#: matching ignores case.
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".dicom")
+
+#: Manifest extensions and their delimiters.
+MANIFEST_EXTENSIONS: dict[str, str] = {".csv": ",", ".tsv": "\t"}
+
+
+@dataclass(frozen=True)
+class ProbeItem:
+    """One probe image.
+
+    Attributes
+    ----------
+    image_id : str
+        Identifier unique within the probe (the relative path for folders).
+    relpath : str
+        POSIX path relative to the probe root.
+    path : pathlib.Path
+        Absolute path used to open the file; never written to outputs.
+    """
+
+    image_id: str
+    relpath: str
+    path: Path
+
+
+@dataclass(eq=False)
+class Probe:
+    """An ordered set of probe images.
+
+    Attributes
+    ----------
+    root : pathlib.Path
+        Absolute probe root: the folder, or the manifest's folder.
+    items : list of ProbeItem
+        The images in probe order.
+    labels : pandas.DataFrame or None
+        Extra manifest columns indexed by ``image_id`` (in probe order), or
+        ``None`` for folders and manifests without extra columns.
+    source : str
+        ``"folder"`` or ``"manifest"``.
+    """
+
+    root: Path
+    items: list[ProbeItem]
+    labels: pd.DataFrame | None = None
+    source: str = "folder"
+    _index: dict[str, int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        """Check that image ids are unique and labels match the items."""
+        self._index = {}
+        for position, item in enumerate(self.items):
+            if item.image_id in self._index:
+                raise MammodissectError(f"probe lists image_id '{item.image_id}' more than once")
+            self._index[item.image_id] = position
+        if self.labels is not None:
+            ids = [item.image_id for item in self.items]
+            if list(self.labels.index) != ids:
+                raise MammodissectError("probe labels must be indexed by the items' image_id")
+
+    def __len__(self) -> int:
+        """Number of images."""
+        return len(self.items)
+
+    def __iter__(self) -> Iterator[ProbeItem]:
+        """Iterate over the items in probe order."""
+        return iter(self.items)
+
+    def __getitem__(self, index: int) -> ProbeItem:
+        """Return the item at ``index`` (negative indices count from the end)."""
+        return self.items[index]
+
+    def __repr__(self) -> str:
+        """Short description without any path."""
+        columns = [] if self.labels is None else list(self.labels.columns)
+        return f"Probe(source={self.source!r}, n={len(self)}, label_columns={columns!r})"
+
+    @property
+    def image_ids(self) -> list[str]:
+        """The image ids in probe order."""
+        return [item.image_id for item in self.items]
+
+    def position(self, image_id: str) -> int:
+        """Return the position of ``image_id`` in the probe.
+
+        Parameters
+        ----------
+        image_id : str
+            An id of this probe.
+
+        Returns
+        -------
+        int
+            Its index in :attr:`items`.
+
+        Raises
+        ------
+        MammodissectError
+            If the probe has no such image.
+        """
+        try:
+            return self._index[image_id]
+        except KeyError:
+            raise MammodissectError(f"probe has no image_id '{image_id}'") from None
+
+    def listing(self) -> list[dict[str, Any]]:
+        """Privacy-safe rows describing the probe files, for cache fingerprints.
+
+        Returns
+        -------
+        list of dict
+            One row per item, in probe order, with keys ``image_id``,
+            ``relpath``, ``size`` (bytes) and ``mtime_ns``. No absolute paths.
+
+        Raises
+        ------
+        MammodissectError
+            If a listed file no longer exists.
+        """
+        rows = []
+        for item in self.items:
+            try:
+                stat = item.path.stat()
+            except OSError as exc:
+                raise MammodissectError(
+                    f"probe image '{item.relpath}' cannot be read any more ({exc.strerror or exc})"
+                ) from None
+            rows.append(
+                {
+                    "image_id": item.image_id,
+                    "relpath": item.relpath,
+                    "size": int(stat.st_size),
+                    "mtime_ns": int(stat.st_mtime_ns),
+                }
+            )
+        return rows
+
+    def subset(self, indices: Iterable[int]) -> Probe:
+        """Return a probe holding the items at ``indices``, in that order.
+
+        Parameters
+        ----------
+        indices : iterable of int
+            Positions in this probe (negative ones count from the end); a
+            position may not repeat.
+
+        Returns
+        -------
+        Probe
+            A new probe with the same root and source, and the matching labels.
+
+        Raises
+        ------
+        MammodissectError
+            If an index is out of range or repeated.
+        """
+        chosen: list[ProbeItem] = []
+        n = len(self.items)
+        for raw in indices:
+            index = int(raw)
+            if not -n <= index < n:
+                raise MammodissectError(f"probe index {index} out of range for {n} images")
+            chosen.append(self.items[index])
+        ids = [item.image_id for item in chosen]
+        if len(set(ids)) != len(ids):
+            raise MammodissectError("probe subset repeats an image")
+        labels = None if self.labels is None else self.labels.loc[ids]
+        return Probe(root=self.root, items=chosen, labels=labels, source=self.source)
+
+
+def load_probe(path: str | os.PathLike[str]) -> Probe:
+    """Load a probe from a folder or a CSV/TSV manifest.
+
+    A folder is searched recursively for files with :data:`IMAGE_EXTENSIONS`
+    (any case) and for files with no extension, or a numeric one as in
+    UID-named files, that start with the DICOM preamble. Hidden files and
+    folders (names starting with ``"."``) and symlinked folders are skipped. Items are sorted by
+    relative POSIX path, which is also their ``image_id``.
+
+    A manifest (``.csv`` comma-, ``.tsv`` tab-separated) needs a ``path``
+    column (any case); relative paths resolve against the manifest's folder,
+    which is the probe root. An optional ``image_id`` column names the
+    images (else the relative path does). Row order is probe order; rows
+    repeating an ``image_id`` are dropped, keeping the first, with a
+    warning. The remaining columns become :attr:`Probe.labels`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The probe folder or manifest.
+
+    Returns
+    -------
+    Probe
+        The listed images.
+
+    Raises
+    ------
+    MammodissectError
+        If ``path`` does not exist, is neither a folder nor a ``.csv``/``.tsv``
+        file, the folder holds no images, the manifest is empty, lacks a
+        ``path`` column, has an empty path or image_id, or lists a file that
+        does not exist.
+    """
+    probe_path = Path(path)
+    if not probe_path.exists():
+        raise MammodissectError(f"probe '{os.fspath(path)}' not found")
+    if probe_path.is_dir():
+        return _load_folder(path)
+    if probe_path.is_file() and probe_path.suffix.lower() in MANIFEST_EXTENSIONS:
+        return _load_manifest(path)
+    raise MammodissectError(
+        f"probe '{os.fspath(path)}' is neither a folder of images nor a .csv/.tsv manifest"
+    )
+
+
+# --------------------------------------------------------------------------- folder
+
+
+def _maybe_dicom_name(name: str) -> bool:
+    """Whether a file name could be an unnamed DICOM (no or numeric suffix)."""
+    suffix = os.path.splitext(name)[1]
+    return suffix == "" or suffix[1:].isdigit()
+
+
+def _scan(folder: str, prefix: str, found: list[str]) -> None:
+    """Append the relative POSIX paths of images under ``folder`` to ``found``."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError as exc:
+        logger.warning("skipping unreadable probe folder '%s' (%s)", prefix or ".", exc.strerror)
+        return
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        rel = f"{prefix}{entry.name}"
+        try:
+            if entry.is_dir():  # follows symlinks; a cycle would need a link to an ancestor
+                if not entry.is_symlink():
+                    _scan(entry.path, rel + "/", found)
+                continue
+            if not entry.is_file():
+                continue
+        except OSError:
+            continue
+        if os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS or (
+            _maybe_dicom_name(entry.name) and is_dicom_file(entry.path)
+        ):
+            found.append(rel)
+
+
+def _load_folder(path: str | os.PathLike[str]) -> Probe:
+    """List the images of a folder tree."""
+    root = Path(path).absolute()
+    found: list[str] = []
+    _scan(os.fspath(root), "", found)
+    if not found:
+        looked = ", ".join(IMAGE_EXTENSIONS)
+        raise MammodissectError(
+            f"probe folder '{os.fspath(path)}' holds no images "
+            f"(looked for {looked} and extension-less DICOM files)"
+        )
+    found.sort()
+    items = [
+        ProbeItem(image_id=rel, relpath=rel, path=root.joinpath(*rel.split("/"))) for rel in found
+    ]
+    logger.info("probe folder: %d images", len(items))
+    return Probe(root=root, items=items, labels=None, source="folder")
+
+
+# --------------------------------------------------------------------------- manifest
+
+
+def _find_column(columns: list[str], wanted: str) -> str | None:
+    """Return the column whose stripped, lower-cased name is ``wanted``."""
+    for column in columns:
+        if str(column).strip().lower() == wanted:
+            return column
+    return None
+
+
+def _cell(value: Any) -> str:
+    """A manifest cell as a stripped string ('' for missing)."""
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    return str(value).strip()
+
+
+def _load_manifest(path: str | os.PathLike[str]) -> Probe:
+    """List the images of a CSV/TSV manifest."""
+    name = os.fspath(path)
+    manifest = Path(path)
+    sep = MANIFEST_EXTENSIONS[manifest.suffix.lower()]
+    try:
+        header = pd.read_csv(manifest, sep=sep, nrows=0, encoding="utf-8-sig")
+        columns = [str(column) for column in header.columns]
+        path_col = _find_column(columns, "path")
+        id_col = _find_column(columns, "image_id")
+        if path_col is None:
+            raise MammodissectError(
+                f"manifest '{name}' has no 'path' column (columns found: "
+                f"{', '.join(repr(c) for c in columns) or 'none'})"
+            )
+        as_text = {path_col: str} if id_col is None else {path_col: str, id_col: str}
+        table = pd.read_csv(manifest, sep=sep, dtype=as_text, encoding="utf-8-sig")
+    except pd.errors.EmptyDataError:
+        raise MammodissectError(f"manifest '{name}' is empty") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        raise MammodissectError(f"cannot parse manifest '{name}' ({exc})") from None
+    if table.empty:
+        raise MammodissectError(f"manifest '{name}' lists no images (it has a header only)")
+
+    root = manifest.absolute().parent
+    paths = table[path_col].tolist()
+    ids = table[id_col].tolist() if id_col is not None else [None] * len(table)
+    items: list[ProbeItem] = []
+    keep: list[int] = []
+    seen: set[str] = set()
+    for row, (raw_path, raw_id) in enumerate(zip(paths, ids, strict=True)):
+        where = f"manifest '{name}' data row {row + 1} (line {row + 2})"
+        listed = _cell(raw_path)
+        if not listed:
+            raise MammodissectError(f"{where}: empty path")
+        absolute = Path(os.path.normpath(root / listed))
+        try:
+            relpath = absolute.relative_to(root).as_posix()
+        except ValueError:
+            try:
+                relpath = Path(os.path.relpath(absolute, root)).as_posix()
+            except ValueError:  # another drive on Windows
+                relpath = absolute.name
+        if id_col is not None:
+            image_id = _cell(raw_id)
+            if not image_id:
+                raise MammodissectError(f"{where}: empty image_id")
+        else:
+            image_id = relpath
+        if image_id in seen:
+            continue
+        if not absolute.is_file():
+            state = "is not a file" if absolute.exists() else "does not exist"
+            raise MammodissectError(f"{where}: listed image '{listed}' {state}")
+        seen.add(image_id)
+        keep.append(row)
+        items.append(ProbeItem(image_id=image_id, relpath=relpath, path=absolute))
+
+    dropped = len(table) - len(items)
+    if dropped:
+        logger.warning(
+            "manifest '%s': dropped %d row(s) repeating an image_id (kept the first of each)",
+            name,
+            dropped,
+        )
+    extra = [column for column in table.columns if column not in (path_col, id_col)]
+    labels = None
+    if extra:
+        labels = table.iloc[keep][extra].copy()
+        labels.index = pd.Index([item.image_id for item in items], name="image_id")
+    logger.info("probe manifest: %d images", len(items))
+    return Probe(root=root, items=items, labels=labels, source="manifest")
