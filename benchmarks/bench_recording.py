@@ -1,0 +1,119 @@
+"""Recording overhead: ``record()`` vs bare forwards of the same models over the same images.
+
+Both sides decode the same PNG files, preprocess them with the same recipes and run the
+target and the dissector in batches under inference mode; ``record()`` adds hooks, pooling,
+memory-mapped cache writes, the running top-k and per-batch commits. The goal is a ratio
+(record / bare) of at most 1.10.
+
+    python benchmarks/bench_recording.py                       # CPU defaults, ~1-2 minutes
+    python benchmarks/bench_recording.py --device cuda --size 1520x912 \
+        --target timm:tf_efficientnet_b5 --layers 'blocks.*.*' --images 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from mammodissect.layers import resolve_layers
+from mammodissect.models import load_dissector, load_target, parse_image_size
+from mammodissect.probe import load_probe, read_image
+from mammodissect.record import record
+
+
+def write_images(folder: Path, n: int, size: tuple[int, int], seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        image = rng.normal(20000, 6000, size).clip(0, 65535).astype(np.uint16)
+        Image.fromarray(image).save(folder / f"{i:05d}.png")
+
+
+def bare(target, dissector, probe, batch_size: int, device: torch.device) -> float:
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for start in range(0, len(probe), batch_size):
+            images = [read_image(item.path) for item in probe.items[start : start + batch_size]]
+            x_t = torch.stack([target.preprocess(im) for im in images]).to(device)
+            x_d = (
+                x_t
+                if target.preprocess == dissector.preprocess
+                else torch.stack([dissector.preprocess(im) for im in images]).to(device)
+            )
+            target.module(x_t)
+            dissector.encode_images(x_d)
+    sync()
+    return time.perf_counter() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--target", default="timm:efficientnet_b0")
+    parser.add_argument("--dissector", default="openclip:RN50?random_init=1")
+    parser.add_argument("--layers", default="blocks.*.*")
+    parser.add_argument("--images", type=int, default=96)
+    parser.add_argument("--size", default="448x288", help="stored image size HxW")
+    parser.add_argument(
+        "--input-size", default="320x192", help="target input HxW (the dissector keeps its own)"
+    )
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    target = load_target(args.target)
+    dissector = load_dissector(args.dissector)
+    size = parse_image_size(args.input_size)
+    target.preprocess = target.preprocess.with_size(size)
+    target.module.to(device)
+    dissector.to(device)
+    layers = resolve_layers(target.module, args.layers)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        write_images(root / "probe", args.images, parse_image_size(args.size))
+        probe = load_probe(root / "probe")
+        bare(target, dissector, probe.subset(range(args.batch_size)), args.batch_size, device)
+        bare_s, record_s = [], []
+        for repeat in range(args.repeats):  # alternate, so drift hits both sides alike
+            bare_s.append(bare(target, dissector, probe, args.batch_size, device))
+            started = time.perf_counter()
+            record(
+                target,
+                dissector,
+                probe,
+                layers,
+                batch_size=args.batch_size,
+                device=device,
+                cache_root=root / f"cache{repeat}",
+                num_workers=0,
+                progress=False,
+            )
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            record_s.append(time.perf_counter() - started)
+    units = sum(1 for _ in layers)
+    b, r = min(bare_s), min(record_s)
+    print(
+        f"device {device}, {args.images} images stored {args.size}, input {args.input_size}, "
+        f"target {args.target} ({units} hooked layers), dissector {args.dissector}"
+    )
+    print(f"bare forwards (decode + preprocess + target + dissector): {b:.2f} s")
+    print(f"record() (same + hooks, pooling, cache writes, top-k):     {r:.2f} s")
+    print(f"recording overhead ratio: {r / b:.3f} (goal <= 1.10)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

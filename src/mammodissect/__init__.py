@@ -1,0 +1,24 @@
+"""mammodissect: which clinical concepts have the units of a mammography model learned?
+
+Mammo-CLIP Dissect (arXiv 2509.21102) on top of CLIP-Dissect: a vision-language
+*dissector* scores probe images against concept strings, a *target* network's
+units are recorded on the same images, and a similarity function (soft-WPMI by
+default) gives each unit its best concepts.
+
+>>> import mammodissect
+>>> result = mammodissect.dissect(target=..., dissector=..., probe=..., concepts=...,
+...                               layers=...)  # doctest: +SKIP
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("mammodissect")
+except PackageNotFoundError:  # running from a source tree
+    __version__ = "0.0.0"
+
+from mammodissect.api import Dissection, dissect, run
+from mammodissect.config import RunConfig
+from mammodissect.errors import MammodissectError
+
+__all__ = ["Dissection", "MammodissectError", "RunConfig", "__version__", "dissect", "run"]

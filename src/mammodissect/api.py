@@ -1,0 +1,333 @@
+"""The Python API: ``dissect(...)`` runs the whole pipeline and returns tidy tables."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import platform
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from mammodissect import concepts as concept_sets
+from mammodissect.config import RunConfig
+from mammodissect.describe import label_units, top_image_table
+from mammodissect.errors import MammodissectError
+from mammodissect.layers import resolve_layers
+from mammodissect.models import (
+    Dissector,
+    ImagePreprocess,
+    Target,
+    describe_preprocess,
+    load_dissector,
+    load_target,
+    parse_image_size,
+)
+from mammodissect.probe import Probe, load_probe
+from mammodissect.record import Recording, probe_digest, record
+from mammodissect.similarity import get_similarity
+
+__all__ = ["Dissection", "dissect", "resolve_device", "run"]
+
+log = logging.getLogger(__name__)
+
+#: ``--target dissector`` dissects the dissector's own image tower (one forward gives both).
+SAME_AS_DISSECTOR = "dissector"
+_PACKAGES = (
+    "mammodissect",
+    "torch",
+    "torchvision",
+    "timm",
+    "open_clip_torch",
+    "numpy",
+    "pandas",
+    "pydicom",
+    "pillow",
+)
+
+
+@dataclass
+class Dissection:
+    """The result of a run.
+
+    Attributes
+    ----------
+    neurons:
+        One row per (layer, unit, rank): ``layer, unit, rank, concept, score``
+        (+ categories when the concept set has them).
+    top_images:
+        One row per (layer, unit, rank): ``layer, unit, rank, image_id, activation``.
+    run:
+        What run.json holds: configuration, versions, fingerprints, timings, counts.
+    out:
+        The run directory, when one was written.
+    """
+
+    neurons: pd.DataFrame
+    top_images: pd.DataFrame
+    run: dict[str, Any]
+    out: Path | None = None
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise MammodissectError("device 'cuda' asked for but no GPU is visible; use --device cpu")
+    return resolved
+
+
+def dissect(
+    target: str | Target,
+    dissector: str | Dissector,
+    probe: str | Path | Probe,
+    concepts: str | Path | list[str] | concept_sets.ConceptSet,
+    layers: str | list[str],
+    out: str | Path | None = None,
+    **options: Any,
+) -> Dissection:
+    """Dissect ``layers`` of ``target`` with ``dissector`` over ``probe`` against ``concepts``.
+
+    Takes the same arguments as ``mammodissect run`` (``pooling``, ``similarity``,
+    ``similarity_params``, ``batch_size``, ``device``, ``image_size``, ``dissector_image_size``,
+    ``top_concepts``, ``top_images``, ``cache_dir``, ``num_workers``, ``seed``,
+    ``quiet``); specs and paths may be replaced by loaded objects.
+
+    Examples
+    --------
+    >>> result = dissect(  # doctest: +SKIP
+    ...     "timm:resnet18?weights=r18.pth", "openclip:RN50?weights=rn50.pt",
+    ...     "probe/", "concepts.txt", "layer3,layer4", out="runs/r18")
+    >>> result.neurons.query("rank == 1").head()  # doctest: +SKIP
+    """
+    config = RunConfig.from_mapping(
+        dict(
+            target=target,
+            dissector=dissector,
+            probe=probe,
+            concepts=concepts,
+            layers=layers,
+            out=str(out) if out is not None else None,
+            **options,
+        ),
+        source="dissect()",
+    )
+    return run(config)
+
+
+@contextmanager
+def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[stage] = round(time.perf_counter() - started, 4)
+
+
+def _load_models(config: RunConfig) -> tuple[Target, Dissector]:
+    dissector = (
+        config.dissector
+        if not isinstance(config.dissector, str)
+        else load_dissector(config.dissector)
+    )
+    same = isinstance(config.target, str) and config.target in (SAME_AS_DISSECTOR, config.dissector)
+    if same and hasattr(dissector, "as_target"):
+        target = dissector.as_target()
+    elif config.target == SAME_AS_DISSECTOR:
+        raise MammodissectError(
+            "--target dissector needs a dissector that exposes its image encoder (as_target); "
+            "name the target's own spec instead"
+        )
+    elif isinstance(config.target, str):
+        target = load_target(config.target)
+    else:
+        target = config.target
+    shared = getattr(dissector, "image_module", None) is target.module
+    for holder, key in ((target, "image_size"), (dissector, "dissector_image_size")):
+        size = parse_image_size(getattr(config, key))
+        if size is None:
+            continue
+        if not isinstance(holder.preprocess, ImagePreprocess):
+            raise MammodissectError(
+                f"--{key.replace('_', '-')} works with the built-in preprocessing only; "
+                "resize inside your own preprocess callable instead"
+            )
+        holder.preprocess = holder.preprocess.with_size(size)
+        if shared:  # one network, one input: the dissector's tower sees what the target sees
+            target.preprocess = dissector.preprocess = holder.preprocess
+    return target, dissector
+
+
+def _similarity_params(fn: Any, config: RunConfig) -> dict[str, Any]:
+    signature = inspect.signature(fn)
+    accepted = {
+        name: p.default
+        for name, p in signature.parameters.items()
+        if p.kind == p.KEYWORD_ONLY and name not in ("device", "chunk_size", "max_memory_mb")
+    }
+    unknown = sorted(set(config.similarity_params) - set(accepted))
+    if unknown:
+        raise MammodissectError(
+            f"similarity {config.similarity!r} takes no parameter {', '.join(unknown)}; "
+            f"it takes {', '.join(accepted) or 'none'}"
+        )
+    params = {**accepted, **config.similarity_params}
+    if "seed" in accepted and "seed" not in config.similarity_params:
+        params["seed"] = config.seed
+    return params
+
+
+def _versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def run(config: RunConfig) -> Dissection:
+    """Run the pipeline for a :class:`~mammodissect.config.RunConfig` (what the CLI calls)."""
+    timings: dict[str, float] = {}
+    similarity = get_similarity(config.similarity)
+    params = _similarity_params(similarity, config)
+    device = resolve_device(config.device)
+    with _timed(timings, "load_inputs"):
+        concepts = concept_sets.load(config.concepts)
+        probe = config.probe if isinstance(config.probe, Probe) else load_probe(config.probe)
+    with _timed(timings, "load_models"):
+        target, dissector = _load_models(config)
+        layers = resolve_layers(target.module, config.layers)
+    with _timed(timings, "record"):
+        recording = record(
+            target,
+            dissector,
+            probe,
+            layers,
+            pooling=config.pooling,
+            batch_size=config.batch_size,
+            device=device,
+            cache_root=config.cache_root(),
+            num_workers=config.num_workers,
+            top_k=config.top_images,
+            progress=not config.quiet,
+        )
+    with _timed(timings, "encode_concepts"), torch.inference_mode():
+        texts = dissector.encode_texts(list(concepts.concepts)).float().to(device)
+        images = torch.from_numpy(recording.embeddings()).to(device)
+        if images.shape[1] != texts.shape[1]:
+            raise MammodissectError(
+                f"dissector gives {images.shape[1]}-d image but {texts.shape[1]}-d text embeddings"
+            )
+        cosines = images @ texts.T
+    if params.get("top_k", 0) > len(recording.rows):
+        log.warning(
+            "%s: top_k=%d exceeds the %d probe images; using top_k=%d",
+            config.similarity,
+            params["top_k"],
+            len(recording.rows),
+            len(recording.rows),
+        )
+        params["top_k"] = len(recording.rows)
+    neurons, tops = [], []
+    with _timed(timings, "score"):
+        for layer in _progress(layers, config.quiet):
+            activations = torch.from_numpy(recording.activations(layer))
+            scores = similarity(cosines, activations, device=device, **params)
+            neurons.append(label_units(scores, concepts, layer, config.top_concepts))
+            values, rows = recording.top_images(layer, config.top_images)
+            tops.append(top_image_table(layer, values, rows, [it.image_id for it in probe.items]))
+    result = Dissection(
+        neurons=pd.concat(neurons, ignore_index=True),
+        top_images=pd.concat(tops, ignore_index=True),
+        run={},
+    )
+    result.run = _run_info(
+        config, target, dissector, probe, concepts, recording, params, device, timings
+    )
+    if config.out:
+        with _timed(timings, "write"):
+            result.out = write_run(result, Path(config.out))
+    return result
+
+
+def _progress(layers: list[str], quiet: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(layers, desc="scoring", unit="layer", disable=quiet)
+
+
+def _run_info(
+    config: RunConfig,
+    target: Target,
+    dissector: Dissector,
+    probe: Probe,
+    concepts: concept_sets.ConceptSet,
+    recording: Recording,
+    params: dict[str, Any],
+    device: torch.device,
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    return {
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "config": config.public(),
+        "versions": _versions(),
+        "device": str(device),
+        "target": {
+            "spec": target.spec,
+            "info": target.info,
+            "preprocess": describe_preprocess(target.preprocess),
+        },
+        "dissector": {
+            "spec": getattr(dissector, "spec", type(dissector).__name__),
+            "info": getattr(dissector, "info", {}),
+            "preprocess": describe_preprocess(dissector.preprocess),
+        },
+        "similarity": {"name": config.similarity, "params": params},
+        "fingerprints": {
+            "target_cache": recording.target_store.fingerprint,
+            "dissector_cache": recording.dissector_store.fingerprint,
+            "probe": probe_digest(probe),
+            "concepts": concepts.fingerprint(),
+        },
+        "concepts": concepts.describe(),
+        "layers": [{"name": name, "units": recording.units[name]} for name in recording.layers],
+        "counts": {
+            "images": len(probe),
+            "images_used": len(recording.rows),
+            "images_skipped": len(recording.skipped),
+            "concepts": len(concepts),
+            "layers": len(recording.layers),
+            "units": sum(recording.units.values()),
+        },
+        "skipped": [
+            {"image": probe.items[row].relpath, "reason": reason}
+            for row, reason in sorted(recording.skipped.items())
+        ],
+        "recording": recording.stats,
+        "timings_s": timings,
+    }
+
+
+def write_run(result: Dissection, out: Path) -> Path:
+    """Write ``neurons.csv``, ``top_images.csv`` and ``run.json`` into ``out``."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise MammodissectError(f"cannot create output folder {out.name!r}: {err}") from err
+    result.neurons.to_csv(out / "neurons.csv", index=False)
+    result.top_images.to_csv(out / "top_images.csv", index=False)
+    (out / "run.json").write_text(json.dumps(result.run, indent=2, default=str) + "\n")
+    return out

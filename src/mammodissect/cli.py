@@ -1,0 +1,202 @@
+"""The ``mammodissect`` command: a thin layer that parses flags and calls the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from mammodissect.config import RunConfig
+from mammodissect.errors import MammodissectError
+from mammodissect.values import parse_assignments
+
+__all__ = ["main"]
+
+log = logging.getLogger("mammodissect")
+
+_DEFAULTS = {
+    f.name: f.default for f in dataclasses.fields(RunConfig) if f.default is not dataclasses.MISSING
+}
+
+
+def _help(name: str, text: str) -> str:
+    default = _DEFAULTS.get(name)
+    return text if default is None else f"{text} (default: {default})"
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        help="dissect layers of a target network",
+        description="Record the target's units and the dissector's embeddings over the probe, "
+        "score every unit against every concept, and write neurons.csv, top_images.csv and "
+        "run.json. Every flag is also a key of --config (dashes as underscores).",
+    )
+    p.add_argument("--config", help="YAML file with any of the keys below; flags override it")
+    p.add_argument(
+        "--target",
+        help="target model spec, e.g. timm:resnet18?weights=PATH "
+        "(or 'dissector' for the dissector's own image encoder)",
+    )
+    p.add_argument("--dissector", help="dissector spec, e.g. openclip:RN50?weights=PATH")
+    p.add_argument("--probe", help="folder of images or CSV manifest with a path column")
+    p.add_argument("--concepts", help="concept file (one concept per line)")
+    p.add_argument(
+        "--layers",
+        help="comma-separated module names or glob patterns, "
+        "e.g. 'layer3,layer4' or 'image_encoder._blocks.*'",
+    )
+    p.add_argument("--out", help="run directory to write")
+    p.add_argument(
+        "--pooling",
+        choices=["mean", "max", "cls"],
+        help=_help("pooling", "how a unit's map becomes one value per image"),
+    )
+    p.add_argument(
+        "--similarity",
+        help=_help(
+            "similarity", "soft_wpmi, wpmi, cos_similarity, cos_similarity_cubed or rank_reorder"
+        ),
+    )
+    p.add_argument(
+        "--similarity-param",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a parameter of the similarity function (repeatable), e.g. top_k=50",
+    )
+    p.add_argument("--batch-size", type=int, help=_help("batch_size", "images per batch"))
+    p.add_argument("--device", help=_help("device", "auto, cpu or cuda[:N]"))
+    p.add_argument(
+        "--image-size",
+        help="target input size HEIGHTxWIDTH, e.g. 1520x912 (default: the target's own)",
+    )
+    p.add_argument(
+        "--dissector-image-size",
+        help="dissector input size HEIGHTxWIDTH (default: the dissector's own)",
+    )
+    p.add_argument("--top-concepts", type=int, help=_help("top_concepts", "concepts kept per unit"))
+    p.add_argument("--top-images", type=int, help=_help("top_images", "images kept per unit"))
+    p.add_argument(
+        "--cache-dir",
+        help="activation cache (default: $MAMMODISSECT_CACHE_DIR or ~/.cache/mammodissect)",
+    )
+    p.add_argument(
+        "--num-workers", type=int, help=_help("num_workers", "image decoding worker processes")
+    )
+    p.add_argument("--seed", type=int, help=_help("seed", "seed of stochastic similarities"))
+    p.add_argument("--quiet", action="store_true", default=None, help="no progress bars")
+
+
+def _add_layers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "layers",
+        help="list the hookable layers of a target with their output shapes",
+        description="Dry run on one input of the target's size; prints name, module type and "
+        "output shape of every module, in model order.",
+    )
+    p.add_argument("--target", required=True, help="target model spec")
+    p.add_argument("--layers", help="only modules matching these names or glob patterns")
+    p.add_argument("--image-size", help="input size HEIGHTxWIDTH (default: the model's own)")
+    p.add_argument("--device", default="cpu", help="auto, cpu or cuda[:N] (default: cpu)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``mammodissect`` command."""
+    from mammodissect import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="mammodissect",
+        description="Which clinical concepts have the units of a mammography model learned?",
+    )
+    parser.add_argument("--version", action="version", version=f"mammodissect {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_run(sub)
+    _add_layers(sub)
+    return parser
+
+
+def _run_config(args: argparse.Namespace) -> RunConfig:
+    values: dict[str, Any] = RunConfig.read_yaml(args.config) if args.config else {}
+    flags = {k: v for k, v in vars(args).items() if k in RunConfig.field_names() and v is not None}
+    params = parse_assignments(args.similarity_param, "--similarity-param")
+    if params:
+        flags["similarity_params"] = {**values.get("similarity_params", {}), **params}
+    values.update(flags)
+    return RunConfig.from_mapping(values, source=args.config or "the command line")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from mammodissect.api import run
+
+    config = _run_config(args)
+    result = run(config)
+    counts = result.run["counts"]
+    where = f" -> {result.out}" if result.out else ""
+    print(
+        f"dissected {counts['units']} units in {counts['layers']} layers on "
+        f"{counts['images_used']} images x {counts['concepts']} concepts{where}"
+    )
+    if result.run["skipped"]:
+        print(f"skipped {len(result.run['skipped'])} unreadable images (reasons in run.json):")
+        for item in result.run["skipped"]:
+            print(f"  {item['image']}: {item['reason']}")
+    return 0
+
+
+def _cmd_layers(args: argparse.Namespace) -> int:
+    import torch
+
+    from mammodissect.api import resolve_device
+    from mammodissect.layers import list_layers, resolve_layers
+    from mammodissect.models import load_target, parse_image_size
+
+    target = load_target(args.target)
+    size = parse_image_size(args.image_size)
+    if size is not None:
+        target.preprocess = target.preprocess.with_size(size)
+    device = resolve_device(args.device)
+    probe_image = torch.zeros(64, 64).numpy()
+    probe_image[16:48, 16:48] = 1.0
+    example = target.preprocess(probe_image)[None].to(device)
+    infos = list_layers(target.module.to(device), example)
+    if args.layers:
+        keep = set(resolve_layers(target.module, args.layers))
+        infos = [info for info in infos if info.name in keep]
+    width = max((len(i.name) for i in infos), default=4)
+    kind = max((len(i.type) for i in infos), default=4)
+    print(f"{'layer':<{width}}  {'type':<{kind}}  output shape (input {tuple(example.shape)})")
+    for info in infos:
+        shape = "x".join(map(str, info.output_shape)) if info.output_shape else "(not run)"
+        print(f"{info.name:<{width}}  {info.type:<{kind}}  {shape}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code (0 success, 2 bad input, 130 interrupted)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="mammodissect: %(levelname)s: %(message)s",
+    )
+    if getattr(args, "quiet", None):
+        logging.getLogger().setLevel(logging.ERROR)
+    try:
+        return {"run": _cmd_run, "layers": _cmd_layers}[args.command](args)
+    except MammodissectError as err:
+        print(f"mammodissect: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "mammodissect: interrupted; finished batches are cached, rerun the same command "
+            "to resume",
+            file=sys.stderr,
+        )
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""One run configuration, with every default in one place.
+
+The same names serve the command line (``--batch-size``), the YAML config
+file (``batch_size:``) and the Python API (``dissect(batch_size=...)``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mammodissect.errors import MammodissectError
+from mammodissect.hooks import POOLINGS
+
+__all__ = ["RunConfig", "default_cache_dir"]
+
+
+def default_cache_dir() -> Path:
+    """``$MAMMODISSECT_CACHE_DIR``, else ``$XDG_CACHE_HOME/mammodissect``, else ``~/.cache/...``."""
+    if os.environ.get("MAMMODISSECT_CACHE_DIR"):
+        return Path(os.environ["MAMMODISSECT_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "mammodissect"
+
+
+@dataclass
+class RunConfig:
+    """Everything a dissection run needs; see ``mammodissect run --help`` for each field.
+
+    ``target``, ``dissector``, ``probe`` and ``concepts`` are specs or paths on
+    the command line; the Python API also takes loaded objects for them.
+    """
+
+    target: Any
+    dissector: Any
+    probe: Any
+    concepts: Any
+    layers: str | list[str]
+    out: str | None = None
+    pooling: str = "mean"
+    similarity: str = "soft_wpmi"
+    similarity_params: dict[str, Any] = field(default_factory=dict)
+    batch_size: int = 16
+    device: str = "auto"
+    image_size: str | int | None = None
+    dissector_image_size: str | int | None = None
+    top_concepts: int = 10
+    top_images: int = 5
+    cache_dir: str | None = None
+    num_workers: int = 2
+    seed: int = 0
+    quiet: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("target", "dissector", "probe", "concepts", "layers"):
+            if getattr(self, name) in (None, "", []):
+                raise MammodissectError(f"missing {name}: give --{name} (or `{name}:` in --config)")
+        if self.pooling not in POOLINGS:
+            raise MammodissectError(
+                f"pooling {self.pooling!r} unknown; choose one of {', '.join(POOLINGS)}"
+            )
+        for name in ("batch_size", "top_concepts", "top_images"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise MammodissectError(f"{name} must be a whole number >= 1, got {value!r}")
+        if not isinstance(self.num_workers, int) or self.num_workers < 0:
+            raise MammodissectError(f"num_workers must be >= 0, got {self.num_workers!r}")
+        if self.device not in ("auto", "cpu") and not str(self.device).startswith("cuda"):
+            raise MammodissectError(f"device {self.device!r} unknown; use auto, cpu or cuda[:N]")
+        if not isinstance(self.similarity_params, dict):
+            raise MammodissectError("similarity_params must be a mapping of name: value")
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        """The configuration keys, in declaration order."""
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any], source: str = "configuration") -> RunConfig:
+        """Build from a mapping; an unknown key is an error naming the closest known key."""
+        known = cls.field_names()
+        for key in values:
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise MammodissectError(f"unknown key {key!r} in {source}{hint}")
+        required = [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
+        return cls(**{name: None for name in required} | values)
+
+    @staticmethod
+    def read_yaml(path: str | Path) -> dict[str, Any]:
+        """The mapping in a YAML config file (keys as in :class:`RunConfig`)."""
+        path = Path(path)
+        if not path.is_file():
+            raise MammodissectError(f"config file {str(path)!r} not found")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as err:
+            raise MammodissectError(f"config file {path.name!r} is not valid YAML: {err}") from err
+        if not isinstance(data, dict):
+            raise MammodissectError(f"config file {path.name!r} must hold a mapping of key: value")
+        return {k.replace("-", "_"): v for k, v in data.items()}
+
+    def cache_root(self) -> Path:
+        """The cache directory this run uses."""
+        return Path(self.cache_dir).expanduser() if self.cache_dir else default_cache_dir()
+
+    def public(self) -> dict[str, Any]:
+        """The configuration for run.json: specs and paths by name only, objects by type."""
+        from mammodissect.models.spec import parse_spec
+
+        out: dict[str, Any] = {}
+        for key in self.field_names():
+            value = getattr(self, key)
+            if key in ("target", "dissector") and isinstance(value, str) and ":" in value:
+                value = parse_spec(value).public()
+            elif key in ("probe", "concepts", "out", "cache_dir") and isinstance(value, str | Path):
+                value = Path(value).name
+            elif not isinstance(value, str | int | float | bool | list | dict | type(None)):
+                value = f"<{type(value).__name__}>"
+            out[key] = value
+        return out
