@@ -1,0 +1,5 @@
+#!/usr/bin/env bash
+# Install (into .venv, created if missing) and run the linter and the whole test suite, offline.
+. "$(dirname "${BASH_SOURCE[0]}")/env.sh" "test,demo"
+ruff check src tests benchmarks
+python -m pytest "$@"
