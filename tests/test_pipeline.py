@@ -241,3 +241,17 @@ def test_config_file_takes_the_same_keys_and_flags_override(planted_probe, conce
     assert neurons["rank"].max() == 2
     info = json.loads((tmp_path / "r" / "run.json").read_text())
     assert info["similarity"]["params"]["top_k"] == 10
+
+
+def test_more_top_images_later_needs_no_forward_pass_and_matches_a_fresh_run(
+    planted_probe, concept_file, tmp_path, monkeypatch
+):
+    assert run_cli(planted_probe, concept_file, tmp_path / "a", "--top-images", "3") == 0
+    calls = dict(planted.CALLS)
+    assert run_cli(planted_probe, concept_file, tmp_path / "b", "--top-images", "7") == 0
+    assert planted.CALLS == calls
+    monkeypatch.setenv("MAMMODISSECT_CACHE_DIR", str(tmp_path / "fresh-cache"))
+    assert run_cli(planted_probe, concept_file, tmp_path / "c", "--top-images", "7") == 0
+    later = pd.read_csv(tmp_path / "b" / "top_images.csv")
+    assert len(later) == 7 * planted.N_FEATURES
+    pd.testing.assert_frame_equal(later, pd.read_csv(tmp_path / "c" / "top_images.csv"))

@@ -157,7 +157,8 @@ def record(
     cache_root:
         Where the fingerprinted caches live.
     top_k:
-        Images kept per unit by the running top-k.
+        Images kept per unit by the running top-k (a cache started with another value keeps
+        its own; :meth:`Recording.top_images` reads more from the stored matrix).
     """
     started = time.perf_counter()
     digest = probe_digest(probe)
@@ -171,7 +172,6 @@ def record(
             "pooling": pooling,
             "preprocess": describe_preprocess(target.preprocess),
             "probe": digest,
-            "top_k": top_k,
         },
         n,
     )
@@ -187,6 +187,9 @@ def record(
         n,
     )
     stores = (target_store, dissector_store)
+    # the running top-k keeps the size it was started with; more images come from the matrix
+    top_k = int(target_store.extra.get("top_k", top_k))
+    target_store.extra["top_k"] = np.array(top_k)
     resumed = {s: 0 < s.rows_done < n for s in stores}
     start = min(s.rows_done if s.columns else 0 for s in stores)
     stats: dict[str, Any] = {
