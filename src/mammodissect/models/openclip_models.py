@@ -54,10 +54,12 @@ class OpenClipDissector:
         self.model.to(device)
         return self
 
+    @torch.inference_mode()
     def encode_images(self, batch: torch.Tensor) -> torch.Tensor:
         """(B, D) unit-norm image embeddings of a preprocessed batch."""
         return F.normalize(self.model.encode_image(batch.to(self.device)).float(), dim=-1)
 
+    @torch.inference_mode()
     def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
         """(M, D) unit-norm embeddings of the raw strings (no prompt template)."""
         out = []

@@ -11,12 +11,13 @@ import logging
 from collections.abc import Callable
 from typing import Any, Literal
 
+import torch
 from torch import nn
 
 from mammodissect.errors import MammodissectError
 from mammodissect.models.base import Dissector, Preprocess, Target
 from mammodissect.models.spec import ModelSpec, parse_spec
-from mammodissect.models.weights import load_weights
+from mammodissect.models.weights import load_state, read_state_dict
 
 __all__ = [
     "build_module",
@@ -127,15 +128,19 @@ def target_from_module(
     *,
     pretrained: bool = False,
     info: dict[str, Any] | None = None,
+    state: dict[str, torch.Tensor] | None = None,
 ) -> Target:
     """Wrap a built architecture as a :class:`Target`, loading ``?weights=`` strictly.
 
+    ``state`` is the content of the weights file when the caller has already read it.
     Without weights (and without ``pretrained``) the network keeps its random
     initialisation, the honest "untrained network" baseline, and a warning says so.
     """
     weights = spec.path("weights")
     if weights is not None:
-        load_weights(module, weights, what=spec.public())
+        if state is None:
+            state = read_state_dict(weights)
+        load_state(module, state, source=weights.name, what=spec.public())
         source = f"file {weights.name}"
     elif pretrained:
         source = "hub (pretrained=1)"

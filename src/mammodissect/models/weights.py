@@ -10,8 +10,9 @@ import torch
 from torch import nn
 
 from mammodissect.errors import MammodissectError
+from mammodissect.models.checkpoint import describe_state_keys
 
-__all__ = ["load_weights", "read_state_dict"]
+__all__ = ["check_state", "load_state", "load_weights", "read_state_dict", "strip_prefix"]
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +37,13 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         state = load_file(str(path))
     else:
         state = _torch_load(path)
-    state = _unwrap(state, path)
-    if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module.") :]: v for k, v in state.items()}
+    return strip_prefix(_unwrap(state, path), "module.")
+
+
+def strip_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """Remove ``prefix`` from every key when all keys carry it (DataParallel's ``module.``)."""
+    if state and all(k.startswith(prefix) for k in state):
+        return {k[len(prefix) :]: v for k, v in state.items()}
     return state
 
 
@@ -60,7 +65,8 @@ def _unreadable(path: Path, err: Exception) -> MammodissectError:
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     return MammodissectError(
         f"cannot read weights file {path.name!r} as a plain state dict ({first}); "
-        "save the weights with torch.save(model.state_dict(), path) or as .safetensors"
+        "save the weights with torch.save(model.state_dict(), path) or as .safetensors "
+        "(a Mammo-CLIP checkpoint is read by mammoclip:PATH or mammoclip-classifier:PATH)"
     )
 
 
@@ -89,16 +95,8 @@ def _short(keys: list[str]) -> str:
     return shown + (f", ... ({len(keys)} in all)" if len(keys) > _LIST_LIMIT else "")
 
 
-def load_weights(module: nn.Module, path: Path, *, what: str = "the model") -> None:
-    """Load the state dict in ``path`` into ``module`` strictly.
-
-    Raises
-    ------
-    MammodissectError
-        Naming the file and the missing, unexpected and mis-shaped keys when the
-        weights do not fit the architecture exactly.
-    """
-    state = read_state_dict(path)
+def check_state(module: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
+    """The problems (missing, unexpected, mis-shaped keys) that keep ``state`` from ``module``."""
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -114,10 +112,53 @@ def load_weights(module: nn.Module, path: Path, *, what: str = "the model") -> N
         problems.append(f"{len(unexpected)} unexpected keys ({_short(unexpected)})")
     if shapes:
         problems.append(f"{len(shapes)} keys of the wrong shape ({_short(shapes)})")
+    return problems
+
+
+def load_state(
+    module: nn.Module,
+    state: dict[str, torch.Tensor],
+    *,
+    source: str,
+    what: str,
+    hint: str = "",
+    assign: bool = False,
+) -> None:
+    """Load ``state`` into ``module`` strictly, or raise one message naming every problem.
+
+    Parameters
+    ----------
+    source:
+        The file name the state came from (for the message).
+    what:
+        What the module is (for the message).
+    hint:
+        What to check, appended to the message.
+    assign:
+        Adopt the given tensors instead of copying them (for a module built on the
+        ``meta`` device: no random initialisation, no second copy in memory).
+    """
+    problems = check_state(module, state)
     if problems:
+        own = module.state_dict()
+        looks = ""
+        if not any(k in own for k in state):  # nothing in common: probably another family
+            looks = f"; the file looks like {describe_state_keys(state)}"
         raise MammodissectError(
-            f"weights file {Path(path).name!r} does not fit {what}: {'; '.join(problems)}. "
-            "Check the architecture name and its options (e.g. num_classes)"
+            f"weights file {source!r} does not fit {what}: {'; '.join(problems)}{looks}. "
+            + (hint or "Check the architecture name and its options (e.g. num_classes)")
         )
-    module.load_state_dict(state, strict=True)
-    log.info("loaded %d tensors from %s into %s (strict)", len(state), Path(path).name, what)
+    module.load_state_dict(state, strict=True, assign=assign)
+    log.info("loaded %d tensors from %s into %s (strict)", len(state), source, what)
+
+
+def load_weights(module: nn.Module, path: Path, *, what: str = "the model") -> None:
+    """Load the state dict in ``path`` into ``module`` strictly.
+
+    Raises
+    ------
+    MammodissectError
+        Naming the file and the missing, unexpected and mis-shaped keys when the
+        weights do not fit the architecture exactly.
+    """
+    load_state(module, read_state_dict(path), source=Path(path).name, what=what)
