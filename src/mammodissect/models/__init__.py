@@ -5,12 +5,15 @@ Each model family is one module registering its loaders; adding a family
 """
 
 from mammodissect.models import (  # noqa: F401  (imports register the families)
+    efficientnet_models,
+    mammoclip,
     openclip_models,
     python_models,
     timm_models,
     torchvision_models,
 )
 from mammodissect.models.base import Dissector, Preprocess, Target, describe_preprocess
+from mammodissect.models.imagenet import imagenet_classes
 from mammodissect.models.preprocess import ImagePreprocess, parse_image_size
 from mammodissect.models.registry import load_dissector, load_target, schemes
 from mammodissect.models.spec import ModelSpec, parse_spec
@@ -23,6 +26,7 @@ __all__ = [
     "Preprocess",
     "Target",
     "describe_preprocess",
+    "imagenet_classes",
     "load_dissector",
     "load_target",
     "load_weights",
