@@ -247,8 +247,9 @@ def test_one_forward_serves_target_and_dissector(files, tmp_path):
     for i in range(4):
         Image.fromarray((rng.random((60, 36)) * 255).astype(np.uint8)).save(probe / f"{i}.png")
     concepts = ["spiculated mass", "fatty breast", "red", "wood"]
+    target = f"mammoclip:{root / 'b0-model-best-epoch-3.tar'}"  # no vocab: still one model
     result = dissect(
-        spec(root),
+        target,
         spec(root),
         probe,
         concepts,

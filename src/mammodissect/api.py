@@ -31,6 +31,7 @@ from mammodissect.models import (
     load_dissector,
     load_target,
     parse_image_size,
+    parse_spec,
 )
 from mammodissect.probe import Probe, load_probe
 from mammodissect.record import Recording, probe_digest, record
@@ -135,14 +136,29 @@ def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
         timings[stage] = round(time.perf_counter() - started, 4)
 
 
+#: Options that concern only the dissector's text side: they do not make another image model.
+_TEXT_ONLY_OPTIONS = frozenset({"vocab"})
+
+
+def _same_model(target: Any, dissector: Any) -> bool:
+    """Whether the target spec names the dissector's own image encoder (same file, same
+    options but for text-only ones), so one loaded model and one forward pass serve both."""
+    if target == SAME_AS_DISSECTOR:
+        return True
+    if not (isinstance(target, str) and isinstance(dissector, str)):
+        return False
+    t, d = parse_spec(target), parse_spec(dissector)
+    strip = lambda spec: {k: v for k, v in spec.options.items() if k not in _TEXT_ONLY_OPTIONS}  # noqa: E731
+    return (t.scheme, t.name, strip(t)) == (d.scheme, d.name, strip(d))
+
+
 def _load_models(config: RunConfig) -> tuple[Target, Dissector]:
     dissector = (
         config.dissector
         if not isinstance(config.dissector, str)
         else load_dissector(config.dissector)
     )
-    same = isinstance(config.target, str) and config.target in (SAME_AS_DISSECTOR, config.dissector)
-    if same and hasattr(dissector, "as_target"):
+    if _same_model(config.target, config.dissector) and hasattr(dissector, "as_target"):
         target = dissector.as_target()
     elif config.target == SAME_AS_DISSECTOR:
         raise MammodissectError(
