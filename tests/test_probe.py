@@ -19,16 +19,15 @@ from mammodissect.probe import (
     read_image,
     read_image_with_info,
 )
+from mammodissect.testing import write_dicom
 
 pydicom = pytest.importorskip("pydicom")
 
-from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
+from pydicom.dataset import Dataset  # noqa: E402
 from pydicom.uid import (  # noqa: E402
     UID,
-    ExplicitVRLittleEndian,
     JPEGLSLossless,
     RLELossless,
-    generate_uid,
 )
 
 # ----------------------------------------------------------------------------- helpers
@@ -38,54 +37,6 @@ def _gradient(rows: int = 32, cols: int = 48, top: int = 255) -> np.ndarray:
     """A deterministic image with every value distinct enough to check exactly."""
     y, x = np.mgrid[0:rows, 0:cols]
     return ((x * 7 + y * 13) % (top + 1)).astype(np.int64)
-
-
-def _dicom(
-    path: Path,
-    raw: np.ndarray | None,
-    *,
-    photometric: str = "MONOCHROME2",
-    bits_stored: int = 16,
-    signed: bool = False,
-    syntax: str = ExplicitVRLittleEndian,
-    **elements: object,
-) -> Path:
-    """Write a small DICOM file holding ``raw`` (frames, rows, cols[, 3]) or no pixels."""
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.1.2"  # Digital Mammography - For Presentation
-    ds.SOPInstanceUID = generate_uid()
-    ds.Modality = "MG"
-    ds.PatientName = "Test^Patient"
-    if raw is not None:
-        samples = 3 if raw.shape[-1] == 3 and raw.ndim >= 3 else 1
-        frame_shape = raw.shape[-3:-1] if samples == 3 else raw.shape[-2:]
-        ds.Rows, ds.Columns = (int(v) for v in frame_shape)
-        ds.SamplesPerPixel = samples
-        ds.PhotometricInterpretation = photometric
-        allocated = 8 if bits_stored <= 8 else 16
-        ds.BitsAllocated = allocated
-        ds.BitsStored = bits_stored
-        ds.HighBit = bits_stored - 1
-        ds.PixelRepresentation = 1 if signed else 0
-        if samples == 3:
-            ds.PlanarConfiguration = 0
-        n_frames = raw.shape[0] if raw.ndim == (4 if samples == 3 else 3) else 1
-        if n_frames > 1:
-            ds.NumberOfFrames = n_frames
-        dtype = f"{'int' if signed else 'uint'}{allocated}"
-        data = np.ascontiguousarray(raw.astype(dtype))
-        if syntax == RLELossless:
-            ds.compress(RLELossless, data)
-        else:
-            ds.PixelData = data.tobytes()
-    for key, value in elements.items():
-        setattr(ds, key, value)
-    if syntax not in (ExplicitVRLittleEndian, RLELossless):
-        ds.file_meta.TransferSyntaxUID = syntax
-    ds.save_as(path, enforce_file_format=True)
-    return path
 
 
 def _window(x: np.ndarray, center: float, width: float, y_min: float, y_max: float) -> np.ndarray:
@@ -190,7 +141,7 @@ def test_constant_image_is_not_an_error(tmp_path: Path) -> None:
 
 def test_dicom_rescale_applied(tmp_path: Path) -> None:
     raw = _gradient(top=4000) * 16
-    path = _dicom(tmp_path / "r.dcm", raw, RescaleSlope=2, RescaleIntercept=-100)
+    path = write_dicom(tmp_path / "r.dcm", raw, RescaleSlope=2, RescaleIntercept=-100)
     image, info = read_image_with_info(path)
     assert image.dtype == np.float32 and image.shape == raw.shape
     np.testing.assert_array_equal(image, (raw * 2 - 100).astype(np.float32))
@@ -200,7 +151,7 @@ def test_dicom_rescale_applied(tmp_path: Path) -> None:
 
 def test_dicom_rescale_then_window(tmp_path: Path) -> None:
     raw = _gradient(top=4095) * 3 % 4096
-    path = _dicom(
+    path = write_dicom(
         tmp_path / "rw.dcm",
         raw,
         bits_stored=12,
@@ -219,7 +170,7 @@ def test_dicom_rescale_then_window(tmp_path: Path) -> None:
 
 def test_dicom_window_first_of_several(tmp_path: Path) -> None:
     raw = np.tile(np.arange(0, 4096, 16), (8, 1))
-    path = _dicom(
+    path = write_dicom(
         tmp_path / "w.dcm",
         raw,
         bits_stored=12,
@@ -238,7 +189,7 @@ def test_dicom_voi_lut_preferred(tmp_path: Path) -> None:
     table = (np.arange(256) ** 2 // 4).astype(np.uint16)
     lut.add_new("LUTDescriptor", "US", [256, 0, 16])
     lut.add_new("LUTData", "US", table.tolist())
-    path = _dicom(
+    path = write_dicom(
         tmp_path / "lut.dcm",
         raw,
         bits_stored=8,
@@ -254,7 +205,7 @@ def test_dicom_voi_lut_preferred(tmp_path: Path) -> None:
 def test_dicom_monochrome1_inverted(tmp_path: Path) -> None:
     raw = _gradient(top=1000) + 20
     darkest = np.unravel_index(np.argmin(raw), raw.shape)
-    path = _dicom(tmp_path / "m1.dcm", raw, bits_stored=12, photometric="MONOCHROME1")
+    path = write_dicom(tmp_path / "m1.dcm", raw, bits_stored=12, photometric="MONOCHROME1")
     image, info = read_image_with_info(path)
     np.testing.assert_array_equal(image, (raw.max() - raw).astype(np.float32))
     assert np.unravel_index(np.argmax(image), image.shape) == darkest
@@ -263,7 +214,7 @@ def test_dicom_monochrome1_inverted(tmp_path: Path) -> None:
 
 def test_dicom_rle_decodes_exactly(tmp_path: Path) -> None:
     raw = _gradient(top=4095) * 11 % 4096
-    path = _dicom(tmp_path / "rle.dcm", raw, bits_stored=12, syntax=RLELossless)
+    path = write_dicom(tmp_path / "rle.dcm", raw, bits_stored=12, syntax=RLELossless)
     assert pydicom.dcmread(path).file_meta.TransferSyntaxUID == RLELossless
     image, info = read_image_with_info(path)
     np.testing.assert_array_equal(image, raw.astype(np.float32))
@@ -272,7 +223,7 @@ def test_dicom_rle_decodes_exactly(tmp_path: Path) -> None:
 
 def test_dicom_multiframe_first_frame(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     frames = np.stack([_gradient(), _gradient() + 100, _gradient() + 200])
-    path = _dicom(tmp_path / "mf.dcm", frames)
+    path = write_dicom(tmp_path / "mf.dcm", frames)
     with caplog.at_level(logging.WARNING, logger="mammodissect.probe.images"):
         image, info = read_image_with_info(path)
     np.testing.assert_array_equal(image, frames[0].astype(np.float32))
@@ -282,7 +233,7 @@ def test_dicom_multiframe_first_frame(tmp_path: Path, caplog: pytest.LogCaptureF
 def test_dicom_rgb_becomes_luma(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     rgb = rng.integers(0, 256, size=(10, 12, 3))
-    path = _dicom(tmp_path / "rgb.dcm", rgb, photometric="RGB", bits_stored=8)
+    path = write_dicom(tmp_path / "rgb.dcm", rgb, photometric="RGB", bits_stored=8)
     expected = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
     image, info = read_image_with_info(path)
     np.testing.assert_allclose(image, expected.astype(np.float32), rtol=1e-6)
@@ -291,12 +242,12 @@ def test_dicom_rgb_becomes_luma(tmp_path: Path) -> None:
 
 def test_dicom_without_extension_is_sniffed(tmp_path: Path) -> None:
     raw = _gradient()
-    path = _dicom(tmp_path / "IM000001", raw)
+    path = write_dicom(tmp_path / "IM000001", raw)
     np.testing.assert_array_equal(read_image(path), raw.astype(np.float32))
 
 
 def test_dicom_info_is_privacy_safe(tmp_path: Path) -> None:
-    path = _dicom(tmp_path / "secret_name.dcm", _gradient(), PatientID="ID-12345")
+    path = write_dicom(tmp_path / "secret_name.dcm", _gradient(), PatientID="ID-12345")
     _, info = read_image_with_info(path)
     text = repr(info)
     for leak in ("Test", "Patient", "ID-12345", "secret_name", str(tmp_path), "1.2.840"):
@@ -304,7 +255,7 @@ def test_dicom_info_is_privacy_safe(tmp_path: Path) -> None:
 
 
 def test_dicom_without_pixel_data(tmp_path: Path) -> None:
-    path = _dicom(tmp_path / "nopix.dcm", None)
+    path = write_dicom(tmp_path / "nopix.dcm", None)
     with pytest.raises(MammodissectError, match=r"nopix\.dcm.*no pixel data"):
         read_image(path)
 
@@ -312,7 +263,7 @@ def test_dicom_without_pixel_data(tmp_path: Path) -> None:
 def test_dicom_unsupported_transfer_syntax(tmp_path: Path) -> None:
     from pydicom.encaps import encapsulate
 
-    path = _dicom(tmp_path / "mpeg.dcm", None)
+    path = write_dicom(tmp_path / "mpeg.dcm", None)
     ds = pydicom.dcmread(path)
     ds.file_meta.TransferSyntaxUID = UID("1.2.840.10008.1.2.4.100")  # MPEG2 MP@ML
     ds.Rows, ds.Columns, ds.SamplesPerPixel = 8, 8, 1
@@ -334,7 +285,7 @@ def test_dicom_missing_plugin(tmp_path: Path) -> None:
 
     if get_decoder(JPEGLSLossless).is_available:
         pytest.skip("a JPEG-LS decoder is installed")
-    path = _dicom(tmp_path / "jls.dcm", None)
+    path = write_dicom(tmp_path / "jls.dcm", None)
     ds = pydicom.dcmread(path)
     ds.file_meta.TransferSyntaxUID = JPEGLSLossless
     ds.Rows, ds.Columns, ds.SamplesPerPixel = 8, 8, 1
@@ -385,8 +336,8 @@ def test_truncated_png(tmp_path: Path) -> None:
         read_image(tmp_path / "cut.png")
 
 
-def test_truncated_dicom(tmp_path: Path) -> None:
-    path = _dicom(tmp_path / "whole.dcm", _gradient(64, 64) * 5, syntax=RLELossless)
+def test_truncatedwrite_dicom(tmp_path: Path) -> None:
+    path = write_dicom(tmp_path / "whole.dcm", _gradient(64, 64) * 5, syntax=RLELossless)
     data = path.read_bytes()
     (tmp_path / "half.dcm").write_bytes(data[: len(data) - 200])
     with pytest.raises(MammodissectError, match=r"half\.dcm': truncated file"):
@@ -431,8 +382,8 @@ def test_folder_listing(tmp_path: Path) -> None:
     _png(root / "b" / "a.PNG")
     _png(root / "a.jpg")
     _png(root / "c" / "d" / "deep.tif")
-    _dicom(root / "c" / "scan", _gradient())  # extension-less DICOM
-    _dicom(root / "c" / "1.2.3.45", _gradient())  # UID-named DICOM
+    write_dicom(root / "c" / "scan", _gradient())  # extension-less DICOM
+    write_dicom(root / "c" / "1.2.3.45", _gradient())  # UID-named DICOM
     (root / "notes.txt").write_text("not an image")
     (root / "c" / "README").write_text("no preamble here")
     _png(root / ".hidden.png")

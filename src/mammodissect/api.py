@@ -9,7 +9,7 @@ import platform
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -20,12 +20,17 @@ import torch
 
 from mammodissect import concepts as concept_sets
 from mammodissect.config import RunConfig
-from mammodissect.describe import label_units, top_image_table
+from mammodissect.describe import (
+    anonymize_id,
+    box_table,
+    image_table,
+    label_units,
+    top_image_table,
+)
 from mammodissect.errors import MammodissectError
 from mammodissect.layers import resolve_layers
 from mammodissect.models import (
     Dissector,
-    ImagePreprocess,
     Target,
     describe_preprocess,
     load_dissector,
@@ -33,6 +38,7 @@ from mammodissect.models import (
     parse_image_size,
     parse_spec,
 )
+from mammodissect.models.recipes import make_recipe
 from mammodissect.probe import Probe, load_probe
 from mammodissect.record import Recording, probe_digest, record
 from mammodissect.similarity import get_similarity
@@ -69,6 +75,11 @@ class Dissection:
         One row per (layer, unit, rank): ``layer, unit, rank, image_id, activation``.
     run:
         What run.json holds: configuration, versions, fingerprints, timings, counts.
+    images:
+        One row per probe image: id, used or why not, view, laterality, reading facts,
+        labels, and where the target's input came from (crop, scale, padding, flip).
+    boxes:
+        The probe's finding boxes in the target's input pixels (when the probe has boxes).
     out:
         The run directory, when one was written.
     """
@@ -76,6 +87,8 @@ class Dissection:
     neurons: pd.DataFrame
     top_images: pd.DataFrame
     run: dict[str, Any]
+    images: pd.DataFrame = field(default_factory=pd.DataFrame)
+    boxes: pd.DataFrame | None = None
     out: Path | None = None
 
 
@@ -102,7 +115,8 @@ def dissect(
 
     Takes the same arguments as ``mammodissect run`` (``pooling``, ``similarity``,
     ``similarity_params``, ``batch_size``, ``device``, ``image_size``, ``dissector_image_size``,
-    ``top_concepts``, ``top_images``, ``cache_dir``, ``num_workers``, ``seed``,
+    ``top_concepts``, ``top_images``, ``prompts``, ``lowercase``, ``duplicates``,
+    ``cache_dir``, ``num_workers``, ``seed``,
     ``quiet``); specs and paths may be replaced by loaded objects.
 
     Examples
@@ -169,20 +183,34 @@ def _load_models(config: RunConfig) -> tuple[Target, Dissector]:
         target = load_target(config.target)
     else:
         target = config.target
-    shared = getattr(dissector, "image_module", None) is target.module
-    for holder, key in ((target, "image_size"), (dissector, "dissector_image_size")):
-        size = parse_image_size(getattr(config, key))
-        if size is None:
-            continue
-        if not isinstance(holder.preprocess, ImagePreprocess):
-            raise MammodissectError(
-                f"--{key.replace('_', '-')} works with the built-in preprocessing only; "
-                "resize inside your own preprocess callable instead"
-            )
-        holder.preprocess = holder.preprocess.with_size(size)
-        if shared:  # one network, one input: the dissector's tower sees what the target sees
-            target.preprocess = dissector.preprocess = holder.preprocess
+    settings = {
+        "target": (config.preprocess, config.image_size),
+        "dissector": (config.dissector_preprocess, config.dissector_image_size),
+    }
+    if getattr(dissector, "image_module", None) is target.module:
+        # one network: unless told otherwise, the target sees what the dissector sees
+        (t_recipe, t_size), (d_recipe, d_size) = settings["target"], settings["dissector"]
+        settings = {
+            "target": (t_recipe or d_recipe, t_size or d_size),
+            "dissector": (d_recipe or t_recipe, d_size or t_size),
+        }
+    target.preprocess = _configured(target.preprocess, *settings["target"], "")
+    dissector.preprocess = _configured(dissector.preprocess, *settings["dissector"], "dissector-")
     return target, dissector
+
+
+def _configured(default: Any, recipe: str | None, size: Any, flag: str) -> Any:
+    """The model's recipe, replaced by ``--preprocess`` and resized by ``--image-size``."""
+    preprocess = make_recipe(recipe, default) if recipe else default
+    size = parse_image_size(size)
+    if size is not None:
+        if not hasattr(preprocess, "with_size"):
+            raise MammodissectError(
+                f"--{flag}image-size works with the built-in recipes only; "
+                "resize inside your own preprocess transform instead"
+            )
+        preprocess = preprocess.with_size(size)
+    return preprocess
 
 
 def _similarity_params(fn: Any, config: RunConfig) -> dict[str, Any]:
@@ -221,7 +249,7 @@ def run(config: RunConfig) -> Dissection:
     params = _similarity_params(similarity, config)
     device = resolve_device(config.device)
     with _timed(timings, "load_inputs"):
-        concepts = concept_sets.load(config.concepts)
+        concepts = concept_sets.load(config.concepts, duplicates=config.duplicates)
         probe = config.probe if isinstance(config.probe, Probe) else load_probe(config.probe)
     with _timed(timings, "load_models"):
         target, dissector = _load_models(config)
@@ -239,9 +267,15 @@ def run(config: RunConfig) -> Dissection:
             num_workers=config.num_workers,
             top_k=config.top_images,
             progress=not config.quiet,
+            voi=config.voi,
+            strict=config.strict,
+            cache_images=config.cache_images,
         )
     with _timed(timings, "encode_concepts"), torch.inference_mode():
-        texts = dissector.encode_texts(list(concepts.concepts)).float().to(device)
+        texts, sent = concept_sets.encode_concepts(
+            dissector, concepts, config.prompts, config.lowercase
+        )
+        texts = texts.float().to(device)
         images = torch.from_numpy(recording.embeddings()).to(device)
         if images.shape[1] != texts.shape[1]:
             raise MammodissectError(
@@ -257,6 +291,9 @@ def run(config: RunConfig) -> Dissection:
             len(recording.rows),
         )
         params["top_k"] = len(recording.rows)
+    image_ids = [
+        anonymize_id(it.image_id) if config.anonymize_ids else it.image_id for it in probe.items
+    ]
     neurons, tops = [], []
     with _timed(timings, "score"):
         for layer in _progress(layers, config.quiet):
@@ -264,15 +301,20 @@ def run(config: RunConfig) -> Dissection:
             scores = similarity(cosines, activations, device=device, **params)
             neurons.append(label_units(scores, concepts, layer, config.top_concepts))
             values, rows = recording.top_images(layer, config.top_images)
-            tops.append(top_image_table(layer, values, rows, [it.image_id for it in probe.items]))
+            tops.append(top_image_table(layer, values, rows, image_ids))
+    facts = recording.image_facts()
     result = Dissection(
         neurons=pd.concat(neurons, ignore_index=True),
         top_images=pd.concat(tops, ignore_index=True),
         run={},
+        images=image_table(probe, facts, recording.skipped, anonymize=config.anonymize_ids),
+        boxes=box_table(probe, facts, anonymize=config.anonymize_ids),
     )
     result.run = _run_info(
         config, target, dissector, probe, concepts, recording, params, device, timings
     )
+    # the exact strings the dissector embedded, per concept (templates filled, lower-cased)
+    result.run["concept_strings"] = dict(zip(concepts.concepts, sent, strict=True))
     if config.out:
         with _timed(timings, "write"):
             result.out = write_run(result, Path(config.out))
@@ -329,12 +371,18 @@ def _run_info(
             "units": sum(recording.units.values()),
         },
         "skipped": [
-            {"image": probe.items[row].relpath, "reason": reason}
+            _skipped(probe.items[row], reason, config.anonymize_ids)
             for row, reason in sorted(recording.skipped.items())
         ],
         "recording": recording.stats,
         "timings_s": timings,
     }
+
+
+def _skipped(item: Any, reason: str, anonymize: bool) -> dict[str, str]:
+    if not anonymize:
+        return {"image": item.relpath, "reason": reason}
+    return {"image": anonymize_id(item.image_id), "reason": reason.replace(item.relpath, "<image>")}
 
 
 def write_run(result: Dissection, out: Path) -> Path:
@@ -345,5 +393,8 @@ def write_run(result: Dissection, out: Path) -> Path:
         raise MammodissectError(f"cannot create output folder {out.name!r}: {err}") from err
     result.neurons.to_csv(out / "neurons.csv", index=False)
     result.top_images.to_csv(out / "top_images.csv", index=False)
+    result.images.to_csv(out / "images.csv", index=False)
+    if result.boxes is not None:
+        result.boxes.to_csv(out / "boxes.csv", index=False)
     (out / "run.json").write_text(json.dumps(result.run, indent=2, default=str) + "\n")
     return out

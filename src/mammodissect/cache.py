@@ -19,7 +19,7 @@ import numpy as np
 
 from mammodissect.errors import MammodissectError
 
-__all__ = ["RowStore", "fingerprint"]
+__all__ = ["PreparedImageCache", "RowStore", "fingerprint"]
 
 _FORMAT = 1
 
@@ -31,7 +31,7 @@ def fingerprint(parts: dict[str, Any]) -> str:
 
 
 def _atomic_write(path: Path, write: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as handle:
         write(handle)
         handle.flush()
@@ -128,6 +128,30 @@ class RowStore:
         """Store ``values`` at the given row indices of array ``name``."""
         self._arrays[name][rows] = values
 
+    def log_rows(self, facts: dict[int, dict[str, Any]]) -> None:
+        """Append per-row facts (reading facts, geometry) to the store's row log."""
+        if not facts:
+            return
+        with open(self.directory / "rows.jsonl", "a", encoding="utf-8") as handle:
+            for row, value in facts.items():
+                handle.write(json.dumps({"row": int(row), **value}, default=str) + "\n")
+
+    def read_rows(self) -> dict[int, dict[str, Any]]:
+        """Per-row facts of the committed rows (the last entry of a row wins)."""
+        path = self.directory / "rows.jsonl"
+        out: dict[int, dict[str, Any]] = {}
+        if not path.exists():
+            return out
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by an interruption
+            row = int(entry.pop("row"))
+            if row < self.rows_done:
+                out[row] = entry
+        return out
+
     def commit(self, rows_done: int) -> None:
         """Flush the arrays, then record progress atomically (the resume point)."""
         for arr in self._arrays.values():
@@ -139,3 +163,46 @@ class RowStore:
             **{f"x_{k}": v for k, v in self.extra.items()},
         }
         _atomic_write(self.directory / "state.npz", lambda h: np.savez(h, **payload))
+
+
+class PreparedImageCache:
+    """Decoded-and-prepared probe images on disk, shared by every run and model.
+
+    An entry is keyed by the image file (absolute path, size, modification time)
+    and by the geometric part of a recipe (``recipe.prepare_key()``), so models that
+    differ only in normalisation share it. Each entry is a ``.npy`` array plus a
+    small ``.json`` of its geometry and reading facts; both are written atomically.
+    """
+
+    def __init__(self, root: Path):
+        self.root = Path(root) / "images"
+
+    def _paths(self, source: Path, recipe_key: dict[str, Any]) -> tuple[Path, Path]:
+        stat = source.stat()
+        recipe = fingerprint(recipe_key)[:16]
+        item = fingerprint(
+            {"path": str(source.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        )[:32]
+        folder = self.root / recipe / item[:2]
+        return folder / f"{item}.npy", folder / f"{item}.json"
+
+    def get(self, source: Path, recipe_key: dict[str, Any]) -> tuple[np.ndarray, dict] | None:
+        """The cached array and facts, or None."""
+        array_path, facts_path = self._paths(source, recipe_key)
+        if not (array_path.exists() and facts_path.exists()):
+            return None
+        try:
+            return np.load(array_path, allow_pickle=False), json.loads(facts_path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def put(self, source: Path, recipe_key: dict[str, Any], array: np.ndarray, facts: dict) -> None:
+        """Store an entry (silently skipped when the cache folder is not writable)."""
+        array_path, facts_path = self._paths(source, recipe_key)
+        try:
+            array_path.parent.mkdir(parents=True, exist_ok=True)
+            _atomic_write(array_path, lambda h: np.save(h, array, allow_pickle=False))
+            text = json.dumps(facts, default=str).encode()
+            _atomic_write(facts_path, lambda h: h.write(text))
+        except OSError:
+            return

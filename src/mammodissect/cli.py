@@ -42,8 +42,40 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         "(or 'dissector' for the dissector's own image encoder)",
     )
     p.add_argument("--dissector", help="dissector spec, e.g. openclip:RN50?weights=PATH")
-    p.add_argument("--probe", help="folder of images or CSV manifest with a path column")
-    p.add_argument("--concepts", help="concept file (one concept per line)")
+    p.add_argument(
+        "--probe",
+        help="folder of images, CSV manifest with a path column, or a dataset layout with "
+        "selection options, e.g. 'vindr:/data/vindr-mammo?split=test&sample=500'",
+    )
+    p.add_argument(
+        "--concepts",
+        help="concept file (.txt one per line, .csv, .tsv, .yaml, .json, .xlsx) or a bundled "
+        "set: birads, controls, birads+controls (see `mammodissect concepts list`)",
+    )
+    p.add_argument(
+        "--prompt",
+        "--prompts",
+        dest="prompts",
+        action="append",
+        metavar="TEMPLATE",
+        help="prompt template with {} for the concept, e.g. 'a mammogram showing {}'; "
+        "repeat it to average several templates' embeddings (default: the bare concept)",
+    )
+    p.add_argument(
+        "--lowercase",
+        action="store_true",
+        default=None,
+        help="lower-case every concept before embedding it",
+    )
+    p.add_argument(
+        "--duplicates",
+        choices=["first", "last", "multi"],
+        help=_help(
+            "duplicates",
+            "categories of a concept listed twice: first, last, or multi "
+            "(both kept, joined with |)",
+        ),
+    )
     p.add_argument(
         "--layers",
         help="comma-separated module names or glob patterns, "
@@ -70,6 +102,16 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, help=_help("batch_size", "images per batch"))
     p.add_argument("--device", help=_help("device", "auto, cpu or cuda[:N]"))
     p.add_argument(
+        "--preprocess",
+        help="target preprocessing recipe: mammoclip, imagenet, default or "
+        "python:MODULE:CALLABLE, options after ?, e.g. mammoclip?flip=left or imagenet?fit=pad "
+        "(default: the target's own)",
+    )
+    p.add_argument(
+        "--dissector-preprocess",
+        help="dissector preprocessing recipe (default: the dissector's own)",
+    )
+    p.add_argument(
         "--image-size",
         help="target input size HEIGHTxWIDTH, e.g. 1520x912 (default: the target's own)",
     )
@@ -87,6 +129,30 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         "--num-workers", type=int, help=_help("num_workers", "image decoding worker processes")
     )
     p.add_argument("--seed", type=int, help=_help("seed", "seed of stochastic similarities"))
+    p.add_argument(
+        "--voi",
+        help="DICOM VOI transform: auto (the file's first VOI LUT, else its first window), "
+        "lut[:N], window[:N] or none (default: auto)",
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        default=None,
+        help="stop at the first unreadable image instead of skipping it",
+    )
+    p.add_argument(
+        "--anonymize-ids",
+        action="store_true",
+        default=None,
+        help="replace image ids in every output by stable pseudonyms; no paths in outputs",
+    )
+    p.add_argument(
+        "--no-image-cache",
+        dest="cache_images",
+        action="store_false",
+        default=None,
+        help="do not keep prepared (decoded, cropped, resized) images in the cache",
+    )
     p.add_argument("--quiet", action="store_true", default=None, help="no progress bars")
 
 
@@ -115,6 +181,45 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output .safetensors file")
 
 
+def _add_concepts(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "concepts",
+        help="list, show, convert, merge and filter concept sets",
+        description="Concept sets: the bundled ones (birads, controls, birads+controls) or files "
+        "(.txt, .csv, .tsv, .yaml/.yml, .json, .xlsx; the format follows the extension).",
+    )
+    verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+    verbs.add_parser("list", help="the bundled concept sets with their counts")
+    rule = argparse.ArgumentParser(add_help=False)
+    rule.add_argument(
+        "--duplicates",
+        choices=["first", "last", "multi"],
+        default="first",
+        help="categories of a concept listed twice: first, last, or multi (default: first)",
+    )
+    show = verbs.add_parser("show", parents=[rule], help="counts per broad category and category")
+    show.add_argument("source", metavar="NAME_OR_PATH")
+    convert = verbs.add_parser(
+        "convert", parents=[rule], help="write a set in the format of --out's extension"
+    )
+    convert.add_argument("source", metavar="IN")
+    merge = verbs.add_parser("merge", parents=[rule], help="concatenate sets, in order")
+    merge.add_argument("sources", nargs="+", metavar="IN")
+    pick = verbs.add_parser(
+        "filter",
+        parents=[rule],
+        help="keep the concepts under any given broad category or category",
+    )
+    pick.add_argument("source", metavar="IN")
+    pick.add_argument("--broad", action="append", help="broad category to keep (repeatable)")
+    pick.add_argument("--category", action="append", help="category to keep (repeatable)")
+    pick.add_argument(
+        "--no-controls", dest="controls", action="store_false", help="drop control concepts"
+    )
+    for verb in (convert, merge, pick):
+        verb.add_argument("--out", required=True, help="output file (.txt, .csv, .tsv, ...)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``mammodissect`` command."""
     from mammodissect import __version__
@@ -129,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_layers(sub)
     _add_convert(sub)
+    _add_concepts(sub)
     return parser
 
 
@@ -202,6 +308,27 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_concepts(args: argparse.Namespace) -> int:
+    from mammodissect import concepts
+
+    if args.verb == "list":
+        print(concepts.bundled_report())
+        return 0
+    if args.verb == "show":
+        print(concepts.report(concepts.load(args.source, duplicates=args.duplicates)))
+        return 0
+    if args.verb == "merge":
+        loaded = [concepts.load(s, duplicates=args.duplicates) for s in args.sources]
+        result = concepts.merge(loaded, duplicates=args.duplicates)
+    else:
+        result = concepts.load(args.source, duplicates=args.duplicates)
+    if args.verb == "filter":
+        result = concepts.filter_set(result, args.broad, args.category, controls=args.controls)
+    concepts.write(result, args.out)
+    print(f"wrote {args.out} ({len(result)} concepts)")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (0 success, 2 bad input, 130 interrupted)."""
     args = build_parser().parse_args(argv)
@@ -212,7 +339,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "quiet", None):
         logging.getLogger().setLevel(logging.ERROR)
     try:
-        commands = {"run": _cmd_run, "layers": _cmd_layers, "convert": _cmd_convert}
+        commands = {
+            "run": _cmd_run,
+            "layers": _cmd_layers,
+            "convert": _cmd_convert,
+            "concepts": _cmd_concepts,
+        }
         return commands[args.command](args)
     except MammodissectError as err:
         print(f"mammodissect: error: {err}", file=sys.stderr)

@@ -43,16 +43,25 @@ class RunConfig:
     concepts: Any
     layers: str | list[str]
     out: str | None = None
+    prompts: list[str] = field(default_factory=list)
+    lowercase: bool = False
+    duplicates: str = "first"
     pooling: str = "mean"
     similarity: str = "soft_wpmi"
     similarity_params: dict[str, Any] = field(default_factory=dict)
     batch_size: int = 16
     device: str = "auto"
+    preprocess: str | None = None
+    dissector_preprocess: str | None = None
     image_size: str | int | None = None
     dissector_image_size: str | int | None = None
     top_concepts: int = 10
     top_images: int = 5
     cache_dir: str | None = None
+    cache_images: bool = True
+    voi: str = "auto"
+    strict: bool = False
+    anonymize_ids: bool = False
     num_workers: int = 2
     seed: int = 0
     quiet: bool = False
@@ -73,8 +82,21 @@ class RunConfig:
             raise MammodissectError(f"num_workers must be >= 0, got {self.num_workers!r}")
         if self.device not in ("auto", "cpu") and not str(self.device).startswith("cuda"):
             raise MammodissectError(f"device {self.device!r} unknown; use auto, cpu or cuda[:N]")
+        from mammodissect.probe.images import VOI_CHOICES
+
+        if str(self.voi).partition(":")[0] not in VOI_CHOICES:
+            raise MammodissectError(
+                f"voi {self.voi!r} unknown; use auto, lut[:N], window[:N] or none"
+            )
         if not isinstance(self.similarity_params, dict):
             raise MammodissectError("similarity_params must be a mapping of name: value")
+        from mammodissect.concepts import check_prompts
+        from mammodissect.concepts.core import check_rule
+
+        self.prompts = check_prompts(self.prompts)
+        check_rule(self.duplicates)
+        if not isinstance(self.lowercase, bool):
+            raise MammodissectError(f"lowercase must be true or false, got {self.lowercase!r}")
 
     @classmethod
     def field_names(cls) -> list[str]:

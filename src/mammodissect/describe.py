@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
 from mammodissect.concepts import ConceptSet
+from mammodissect.models.preprocess import Geometry
+from mammodissect.probe import Probe
 
-__all__ = ["NEURON_COLUMNS", "TOP_IMAGE_COLUMNS", "label_units", "top_image_table"]
+__all__ = [
+    "NEURON_COLUMNS",
+    "TOP_IMAGE_COLUMNS",
+    "anonymize_id",
+    "box_table",
+    "image_table",
+    "label_units",
+    "top_image_table",
+]
 
 NEURON_COLUMNS = ["layer", "unit", "rank", "concept", "score"]
 TOP_IMAGE_COLUMNS = ["layer", "unit", "rank", "image_id", "activation"]
@@ -23,7 +35,8 @@ def label_units(
 
     Equal scores keep concept-set order (stable sort). Columns: ``layer, unit,
     rank, concept, score`` plus ``category, broad_category, control`` when the
-    concept set has categories.
+    concept set has categories (a multi-label concept's labels joined with ``|``, as the set
+    holds them: ``ConceptSet.labels`` splits them).
     """
     scores = scores.detach().float().cpu()
     units, m = scores.shape
@@ -62,3 +75,72 @@ def top_image_table(
             "activation": values.reshape(-1),
         }
     ).sort_values(["unit", "rank"], kind="stable", ignore_index=True)
+
+
+def anonymize_id(image_id: str) -> str:
+    """A stable pseudonym for an image id (the same id gives the same pseudonym in every run)."""
+    return "img-" + hashlib.sha256(f"mammodissect:{image_id}".encode()).hexdigest()[:16]
+
+
+def image_table(
+    probe: Probe,
+    facts: dict[int, dict[str, Any]],
+    skipped: dict[int, str],
+    *,
+    anonymize: bool = False,
+) -> pd.DataFrame:
+    """One row per probe image: id, whether it was used (or why not), view and laterality
+    (the manifest's, else the file's tags), reading facts, labels and the target's geometry.
+
+    Holds no DICOM tag other than view and laterality, and paths only relative to the probe
+    root (none when ``anonymize``).
+    """
+    labels = probe.labels
+    rows = []
+    for row, item in enumerate(probe.items):
+        info = facts.get(row, {})
+        reason = skipped.get(row, "")
+        entry: dict[str, Any] = {
+            "image_id": anonymize_id(item.image_id) if anonymize else item.image_id,
+            "used": row not in skipped,
+            "skip_reason": reason.replace(item.relpath, "<image>") if anonymize else reason,
+        }
+        if not anonymize:
+            entry["relpath"] = item.relpath
+        label = labels.loc[item.image_id] if labels is not None else None
+        for key in ("view", "laterality"):
+            given = label.get(key) if label is not None else None
+            entry[key] = given if isinstance(given, str) and given else info.get(key)
+        entry.update({k: info.get(k) for k in ("format", "voi", "photometric", "inverted")})
+        if label is not None:
+            entry.update({k: v for k, v in label.items() if k not in entry})
+        entry.update(info.get("geometry") or {})
+        rows.append(entry)
+    table = pd.DataFrame(rows)
+    if anonymize and "patient_id" in table:
+        table["patient_id"] = [anonymize_id(str(v)) for v in table["patient_id"]]
+    return table
+
+
+def box_table(
+    probe: Probe, facts: dict[int, dict[str, Any]], *, anonymize: bool = False
+) -> pd.DataFrame | None:
+    """The probe's finding boxes in the target's input pixels (NaN where the recipe's
+    geometry is unknown); None when the probe has no boxes."""
+    if probe.boxes is None:
+        return None
+    rows_of = {item.image_id: row for row, item in enumerate(probe.items)}
+    parts = []
+    for image_id, group in probe.boxes.groupby("image_id", sort=False):
+        geometry = facts.get(rows_of.get(image_id, -1), {}).get("geometry")
+        mapped = group.copy()
+        if geometry:
+            mapped = Geometry.from_dict(geometry).map_boxes(group)
+        else:
+            mapped[["xmin", "ymin", "xmax", "ymax"]] = np.nan
+        parts.append(mapped)
+    table = pd.concat(parts, ignore_index=True) if parts else probe.boxes.iloc[:0].copy()
+    if anonymize:
+        table["image_id"] = [anonymize_id(v) for v in table["image_id"]]
+        table = table.drop(columns=[c for c in ("mask_path",) if c in table])
+    return table

@@ -26,14 +26,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from mammodissect.cache import RowStore
+from mammodissect.cache import PreparedImageCache, RowStore
 from mammodissect.errors import MammodissectError
 from mammodissect.hooks import StopForward, first_tensor, hooked, pool
 from mammodissect.models.base import Dissector, Preprocess, Target, describe_preprocess
-from mammodissect.probe import Probe, read_image
+from mammodissect.probe import Probe, read_image_with_info
 from mammodissect.topk import RunningTopK
 
-__all__ = ["Recording", "probe_digest", "record"]
+__all__ = ["Recording", "probe_batches", "probe_digest", "record"]
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +46,43 @@ def probe_digest(probe: Probe) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-class _ProbeImages(Dataset):
-    """Decode each probe image once and preprocess it for the models that need it."""
+#: Reading facts kept per image (never patient tags): see probe.read_image_with_info.
+_FACTS = ("format", "view", "laterality", "voi", "photometric", "inverted", "bits_stored")
 
-    def __init__(self, probe: Probe, rows: list[int], recipes: list[Preprocess]):
+
+def _prepare(recipe: Preprocess, image: np.ndarray) -> tuple[np.ndarray, Any]:
+    """A recipe's cacheable stage; a plain callable has none (it runs whole in _finish)."""
+    prepare = getattr(recipe, "prepare", None)
+    return prepare(image) if prepare is not None else (image, None)
+
+
+def _finish(recipe: Preprocess, array: np.ndarray) -> torch.Tensor:
+    finish = getattr(recipe, "finish", None)
+    return finish(array) if finish is not None else recipe(array)
+
+
+class _ProbeImages(Dataset):
+    """Decode each probe image once (or find it prepared in the cache) and preprocess it
+    for the models that need it, keeping reading facts and the target's geometry."""
+
+    def __init__(
+        self,
+        probe: Probe,
+        rows: list[int],
+        recipes: list[Preprocess],
+        *,
+        voi: str = "auto",
+        image_cache: PreparedImageCache | None = None,
+    ):
         self.probe = probe
         self.rows = rows
         self.recipes = recipes
+        self.voi = voi
+        self.cache = image_cache
+        self.keys = [
+            {**recipe.prepare_key(), "voi": voi} if hasattr(recipe, "prepare_key") else None
+            for recipe in recipes
+        ]
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -61,15 +91,39 @@ class _ProbeImages(Dataset):
         row = self.rows[i]
         item = self.probe.items[row]
         try:
-            image = read_image(item.path)
-            if not np.isfinite(image).all():
-                raise MammodissectError("image holds NaN or infinite values")
-            if float(image.max()) == float(image.min()):
-                raise MammodissectError("image is constant (all pixels equal)")
-            return {"row": row, "inputs": [recipe(image) for recipe in self.recipes]}
+            arrays, facts = self._prepared(item.path)
+            inputs = [
+                _finish(recipe, array) for recipe, array in zip(self.recipes, arrays, strict=True)
+            ]
+            return {"row": row, "inputs": inputs, "facts": facts}
         except Exception as err:  # a bad file is skipped with its reason, never fatal
             reason = str(err).replace(str(item.path), item.relpath) or type(err).__name__
             return {"row": row, "error": reason}
+
+    def _prepared(self, path: Any) -> tuple[list[np.ndarray], dict[str, Any]]:
+        hits = [
+            self.cache.get(path, key) if self.cache is not None and key is not None else None
+            for key in self.keys
+        ]
+        if all(hit is not None for hit in hits):
+            return [hit[0] for hit in hits], hits[0][1]
+        image, info = read_image_with_info(path, voi=self.voi)
+        if float(image.max()) == float(image.min()):
+            raise MammodissectError("image is constant (all pixels equal)")
+        read = {key: info.get(key) for key in _FACTS}
+        arrays, all_facts = [], []
+        for recipe, key, hit in zip(self.recipes, self.keys, hits, strict=True):
+            if hit is not None:
+                arrays.append(hit[0])
+                all_facts.append(hit[1])
+                continue
+            array, geometry = _prepare(recipe, image)
+            facts = {**read, "geometry": geometry.to_dict() if geometry is not None else None}
+            if self.cache is not None and key is not None:
+                self.cache.put(path, key, array, facts)
+            arrays.append(array)
+            all_facts.append(facts)
+        return arrays, all_facts[0]
 
 
 def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -83,8 +137,33 @@ def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
         "rows": [it["row"] for it in items],
         "good": torch.tensor([it["row"] for it in good], dtype=torch.long),
         "inputs": inputs,
+        "facts": {it["row"]: it["facts"] for it in good},
         "errors": {it["row"]: it["error"] for it in items if "error" in it},
     }
+
+
+def probe_batches(
+    probe: Probe,
+    recipes: list[Preprocess],
+    *,
+    start: int = 0,
+    batch_size: int = 16,
+    num_workers: int = 0,
+    voi: str = "auto",
+    image_cache: PreparedImageCache | None = None,
+) -> DataLoader:
+    """The one deterministic loader: probe rows ``start..`` in order, each image decoded once
+    (or read prepared from ``image_cache``) and preprocessed by every recipe, in worker
+    processes when ``num_workers > 0``. Batches are dicts: ``rows`` (all rows of the batch),
+    ``good`` (rows that could be read), ``inputs`` (one stacked tensor per recipe),
+    ``facts`` (per good row) and ``errors`` (reason per bad row)."""
+    dataset = _ProbeImages(
+        probe, list(range(start, len(probe))), recipes, voi=voi, image_cache=image_cache
+    )
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+        collate_fn=_collate, persistent_workers=False,
+    )  # fmt: skip
 
 
 @dataclass
@@ -107,6 +186,10 @@ class Recording:
     def embeddings(self) -> np.ndarray:
         """(images used, D) dissector image embeddings, in probe order."""
         return np.asarray(self.dissector_store.array(_EMBEDDING)[self.rows], dtype=np.float32)
+
+    def image_facts(self) -> dict[int, dict[str, Any]]:
+        """Per probe row: reading facts (format, view, laterality, VOI) and target geometry."""
+        return self.target_store.read_rows()
 
     def top_images(self, layer: str, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(k, units) highest activations of each unit and their probe row indices."""
@@ -141,6 +224,9 @@ def record(
     num_workers: int = 0,
     top_k: int = 5,
     progress: bool = True,
+    voi: str = "auto",
+    strict: bool = False,
+    cache_images: bool = True,
 ) -> Recording:
     """Record pooled activations of ``layers`` and dissector embeddings over the probe.
 
@@ -159,6 +245,13 @@ def record(
     top_k:
         Images kept per unit by the running top-k (a cache started with another value keeps
         its own; :meth:`Recording.top_images` reads more from the stored matrix).
+    voi:
+        The DICOM VOI transform to apply (see :func:`mammodissect.probe.read_image_with_info`).
+    strict:
+        Stop at the first unreadable image instead of skipping it (finished batches stay
+        cached).
+    cache_images:
+        Keep prepared images (decoded, cropped, resized) on disk for later runs and models.
     """
     started = time.perf_counter()
     digest = probe_digest(probe)
@@ -171,6 +264,7 @@ def record(
             "layers": layers,
             "pooling": pooling,
             "preprocess": describe_preprocess(target.preprocess),
+            "voi": voi,
             "probe": digest,
         },
         n,
@@ -182,6 +276,7 @@ def record(
             "model": getattr(dissector, "identity", None)
             or {"spec": getattr(dissector, "spec", "")},
             "preprocess": describe_preprocess(dissector.preprocess),
+            "voi": voi,
             "probe": digest,
         },
         n,
@@ -215,6 +310,9 @@ def record(
             num_workers=num_workers,
             top_k=top_k,
             progress=progress,
+            voi=voi,
+            strict=strict,
+            image_cache=PreparedImageCache(cache_root) if cache_images else None,
         )
     for store in stores:
         if resumed[store]:
@@ -233,6 +331,7 @@ def record(
         )
     units = {layer: target_store.columns[layer] for layer in layers}
     stats["seconds"] = time.perf_counter() - started
+    stats["voi"] = voi
     return Recording(layers, units, rows, skipped, target_store, dissector_store, top_k, stats)
 
 
@@ -257,20 +356,18 @@ def _run_pass(
     num_workers: int,
     top_k: int,
     progress: bool,
+    voi: str,
+    strict: bool,
+    image_cache: PreparedImageCache | None,
 ) -> None:
     target_store, dissector_store = stores
     shared = stats["shared_forward"]
     same_recipe = target.preprocess == dissector.preprocess
     recipes = [target.preprocess] if same_recipe else [target.preprocess, dissector.preprocess]
-    dataset = _ProbeImages(probe, list(range(start, len(probe))), recipes)
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=num_workers,
-        collate_fn=_collate,
-        persistent_workers=False,
-    )
+    loader = probe_batches(
+        probe, recipes, start=start, batch_size=batch_size, num_workers=num_workers, voi=voi,
+        image_cache=image_cache,
+    )  # fmt: skip
     target.module.to(device).eval()
     if hasattr(dissector, "to"):
         dissector.to(device)
@@ -305,6 +402,13 @@ def _run_pass(
             end = batch["rows"][-1] + 1
             need_t = target_store.rows_done < end or not target_store.columns
             need_d = dissector_store.rows_done < end or not dissector_store.columns
+            if strict and batch["errors"]:
+                row = min(batch["errors"])
+                raise MammodissectError(
+                    f"cannot use probe image {probe.items[row].relpath!r}: "
+                    f"{batch['errors'][row]} (--strict stops at the first bad image; "
+                    "finished batches are cached)"
+                )
             for store in stores:
                 store.skipped.update(batch["errors"])
             good = batch["good"]
@@ -331,6 +435,10 @@ def _run_pass(
                     dissector_store.allocate({_EMBEDDING: emb.shape[1]})
                     fresh = good >= dissector_store.rows_done
                     dissector_store.write(_EMBEDDING, good[fresh].numpy(), emb[fresh].numpy())
+            if need_t:
+                target_store.log_rows(
+                    {r: f for r, f in batch["facts"].items() if r >= target_store.rows_done}
+                )
             for store in stores:
                 if store.rows_done < end and (store.columns or not len(good)):
                     store.commit(end)

@@ -21,6 +21,7 @@ __all__ = [
     "TEST_VOCAB_WORDS",
     "BertSize",
     "write_classifier_checkpoint",
+    "write_dicom",
     "write_mammoclip_checkpoint",
     "write_vocab",
 ]
@@ -84,6 +85,59 @@ class BertSize:
     intermediate: int = 3072
     vocab: int = 28996
     positions: int = 512
+
+
+def write_dicom(
+    path: Path,
+    raw: np.ndarray | None,
+    *,
+    photometric: str = "MONOCHROME2",
+    bits_stored: int = 16,
+    signed: bool = False,
+    syntax: str | None = None,
+    **elements: object,
+) -> Path:
+    """Write a small DICOM file holding ``raw`` (frames, rows, cols[, 3]) or no pixels;
+    extra ``elements`` become tags (``ImageLaterality="L"``, ``PatientName=...``)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
+
+    syntax = syntax or ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.1.2"  # Digital Mammography - For Presentation
+    ds.SOPInstanceUID = generate_uid()
+    ds.Modality = "MG"
+    ds.PatientName = "Test^Patient"
+    if raw is not None:
+        samples = 3 if raw.shape[-1] == 3 and raw.ndim >= 3 else 1
+        frame_shape = raw.shape[-3:-1] if samples == 3 else raw.shape[-2:]
+        ds.Rows, ds.Columns = (int(v) for v in frame_shape)
+        ds.SamplesPerPixel = samples
+        ds.PhotometricInterpretation = photometric
+        allocated = 8 if bits_stored <= 8 else 16
+        ds.BitsAllocated = allocated
+        ds.BitsStored = bits_stored
+        ds.HighBit = bits_stored - 1
+        ds.PixelRepresentation = 1 if signed else 0
+        if samples == 3:
+            ds.PlanarConfiguration = 0
+        n_frames = raw.shape[0] if raw.ndim == (4 if samples == 3 else 3) else 1
+        if n_frames > 1:
+            ds.NumberOfFrames = n_frames
+        dtype = f"{'int' if signed else 'uint'}{allocated}"
+        data = np.ascontiguousarray(raw.astype(dtype))
+        if syntax == RLELossless:
+            ds.compress(RLELossless, data)
+        else:
+            ds.PixelData = data.tobytes()
+    for key, value in elements.items():
+        setattr(ds, key, value)
+    if syntax not in (ExplicitVRLittleEndian, RLELossless):
+        ds.file_meta.TransferSyntaxUID = syntax
+    ds.save_as(path, enforce_file_format=True)
+    return path
 
 
 def write_vocab(path: Path, words: list[str] | None = None) -> Path:

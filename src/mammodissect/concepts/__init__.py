@@ -1,5 +1,46 @@
-"""Concept sets: ``mammodissect.concepts.load(name_or_path) -> ConceptSet``."""
+"""Concept sets: ``mammodissect.concepts.load(name_or_path) -> ConceptSet``.
 
-from mammodissect.concepts.core import ConceptSet, load
+Bundled sets (``birads``, ``controls``, ``birads+controls``), readers and writers for text,
+CSV/TSV, YAML/JSON and workbooks, merge/filter/summary, and the text-embedding step with prompt
+templates (:func:`encode_concepts`).
+"""
 
-__all__ = ["ConceptSet", "load"]
+from mammodissect.concepts.bundled import (
+    BUNDLED,
+    IMAGENET_EXCLUDED,
+    IMAGENET_STEP,
+    bundled_names,
+    imagenet_controls,
+    load_bundled,
+)
+from mammodissect.concepts.core import DUPLICATE_RULES, MULTI_SEP, ConceptSet, Entry, build, load
+from mammodissect.concepts.encode import check_prompts, concept_strings, encode_concepts
+from mammodissect.concepts.formats import FORMATS, convert, read, write
+from mammodissect.concepts.ops import bundled_report, filter_set, merge, report, summary
+
+__all__ = [
+    "BUNDLED",
+    "DUPLICATE_RULES",
+    "FORMATS",
+    "IMAGENET_EXCLUDED",
+    "IMAGENET_STEP",
+    "MULTI_SEP",
+    "ConceptSet",
+    "Entry",
+    "build",
+    "bundled_names",
+    "bundled_report",
+    "check_prompts",
+    "concept_strings",
+    "convert",
+    "encode_concepts",
+    "filter_set",
+    "imagenet_controls",
+    "load",
+    "load_bundled",
+    "merge",
+    "read",
+    "report",
+    "summary",
+    "write",
+]

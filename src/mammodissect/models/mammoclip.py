@@ -32,15 +32,17 @@ from torch import nn
 from mammodissect.errors import MammodissectError
 from mammodissect.models.base import Target
 from mammodissect.models.checkpoint import describe_state_keys, load_checkpoint, plain
-from mammodissect.models.preprocess import ImagePreprocess
+from mammodissect.models.preprocess import (
+    MAMMOCLIP_MEAN,
+    MAMMOCLIP_SIZE,
+    MAMMOCLIP_STD,
+    MammoClipPreprocess,
+)
 from mammodissect.models.registry import register
 from mammodissect.models.spec import ModelSpec
 from mammodissect.models.weights import load_state, strip_prefix
 
 __all__ = [
-    "MAMMOCLIP_MEAN",
-    "MAMMOCLIP_SIZE",
-    "MAMMOCLIP_STD",
     "MammoClipClassifier",
     "MammoClipDissector",
     "MammoClipModel",
@@ -51,9 +53,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MAMMOCLIP_MEAN = 0.3089279
-MAMMOCLIP_STD = 0.25053555408335154
-MAMMOCLIP_SIZE = (1520, 912)  # height x width
 _TEXT_MAX_LENGTH = 256
 _TEXT_BATCH = 64
 _CLS_ID, _SEP_ID = 101, 102
@@ -278,15 +277,15 @@ def read_mammoclip(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any],
     return state, plain(checkpoint.get("config") or {}), facts
 
 
-def _preprocess(config: dict[str, Any]) -> ImagePreprocess:
+def _preprocess(config: dict[str, Any]) -> MammoClipPreprocess:
     base = config.get("base", {}) if isinstance(config, dict) else {}
-    mean = float(base.get("mean", MAMMOCLIP_MEAN))
-    std = float(base.get("std", MAMMOCLIP_STD))
+    mean = float(base.get("mean", MAMMOCLIP_MEAN[0]))
+    std = float(base.get("std", MAMMOCLIP_STD[0]))
     size = (
         int(base.get("image_size_h", MAMMOCLIP_SIZE[0])),
         int(base.get("image_size_w", MAMMOCLIP_SIZE[1])),
     )
-    return ImagePreprocess(size, mean=(mean,), std=(std,), channels=3, name="mammoclip")
+    return MammoClipPreprocess(size, mean=(mean,), std=(std,))
 
 
 def _text_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -356,7 +355,7 @@ class MammoClipDissector:
         model: MammoClipModel,
         tokenizer: WordPieceTokenizer,
         spec: ModelSpec,
-        preprocess: ImagePreprocess,
+        preprocess: MammoClipPreprocess,
         info: dict[str, Any],
     ):
         self.model = model

@@ -31,7 +31,9 @@ from mammodissect.models.spec import ModelSpec, file_identity
 _RESERVED = frozenset({"weights", "size", "pretrained"})
 
 
-def _factory(spec: ModelSpec) -> tuple[Callable[..., Any], Path | None]:
+def load_callable(spec: ModelSpec) -> tuple[Callable[..., Any], Path | None]:
+    """The callable a ``python:MODULE:CALLABLE`` (or ``python:FILE.py:CALLABLE``) spec names,
+    and the source file it came from."""
     module_ref, _, attr = spec.name.rpartition(":")
     if not module_ref or not attr:
         raise MammodissectError(
@@ -74,7 +76,7 @@ def _identity(spec: ModelSpec, source: Path | None) -> dict[str, Any]:
 @register("python", "target")
 def load_python_target(spec: ModelSpec) -> Target:
     """Call the user's factory and wrap what it returns as a target."""
-    fn, source = _factory(spec)
+    fn, source = load_callable(spec)
     built = fn(**spec.extra_options(_RESERVED))
     if isinstance(built, Target):
         built.spec = spec.public()
@@ -94,7 +96,7 @@ def load_python_target(spec: ModelSpec) -> Target:
 @register("python", "dissector")
 def load_python_dissector(spec: ModelSpec) -> Any:
     """Call the user's factory; the registry checks the dissector interface."""
-    fn, source = _factory(spec)
+    fn, source = load_callable(spec)
     built = fn(**spec.extra_options(_RESERVED))
     if getattr(built, "identity", None) is None:
         with contextlib.suppress(AttributeError):  # objects with __slots__ keep the spec's

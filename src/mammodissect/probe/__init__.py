@@ -3,19 +3,31 @@
 * :func:`read_image` / :func:`read_image_with_info` read a DICOM, PNG, JPEG
   or TIFF file as a 2-D float32 array (brighter = denser).
 * :func:`load_probe` lists a folder tree or a CSV/TSV manifest as a
-  :class:`Probe` of :class:`ProbeItem`.
+  :class:`Probe` of :class:`ProbeItem`, or reads a public dataset's own
+  layout from a spec such as ``"vindr:/data/vindr-mammo?split=test&sample=500"``
+  (:data:`LAYOUTS`, :func:`probe_layouts`).
+* :func:`select` keeps part of a probe by split, view, laterality, a query on
+  its labels and a seeded sample.
 """
 
 from __future__ import annotations
 
-from mammodissect.probe.dataset import IMAGE_EXTENSIONS, Probe, ProbeItem, load_probe
+from mammodissect.probe.dataset import BOX_COLUMNS, IMAGE_EXTENSIONS, Probe, ProbeItem, load_probe
 from mammodissect.probe.images import read_image, read_image_with_info
+from mammodissect.probe.layouts import LAYOUTS, STANDARD_COLUMNS, probe_layouts, read_layout
+from mammodissect.probe.select import select
 
 __all__ = [
+    "BOX_COLUMNS",
     "IMAGE_EXTENSIONS",
+    "LAYOUTS",
+    "STANDARD_COLUMNS",
     "Probe",
     "ProbeItem",
     "load_probe",
+    "probe_layouts",
     "read_image",
     "read_image_with_info",
+    "read_layout",
+    "select",
 ]

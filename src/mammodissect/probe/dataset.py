@@ -20,7 +20,14 @@ import pandas as pd
 from mammodissect.errors import MammodissectError
 from mammodissect.probe.images import is_dicom_file
 
-__all__ = ["IMAGE_EXTENSIONS", "MANIFEST_EXTENSIONS", "Probe", "ProbeItem", "load_probe"]
+__all__ = [
+    "BOX_COLUMNS",
+    "IMAGE_EXTENSIONS",
+    "MANIFEST_EXTENSIONS",
+    "Probe",
+    "ProbeItem",
+    "load_probe",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +37,11 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", "
 
 #: Manifest extensions and their delimiters.
 MANIFEST_EXTENSIONS: dict[str, str] = {".csv": ",", ".tsv": "\t"}
+
+#: Columns every :attr:`Probe.boxes` table starts with: the image, the finding name(s)
+#: (``"|"``-joined when one region has several) and the region's corners in the stored
+#: image's pixel coordinates (x = column, y = row, floats; NaN when unknown).
+BOX_COLUMNS: tuple[str, ...] = ("image_id", "finding", "xmin", "ymin", "xmax", "ymax")
 
 
 @dataclass(frozen=True)
@@ -65,13 +77,19 @@ class Probe:
         Extra manifest columns indexed by ``image_id`` (in probe order), or
         ``None`` for folders and manifests without extra columns.
     source : str
-        ``"folder"`` or ``"manifest"``.
+        ``"folder"``, ``"manifest"`` or the name of the dataset layout that read it
+        (``"vindr"``, ``"cbis-ddsm"``, ...).
+    boxes : pandas.DataFrame or None
+        Finding regions, one row each, starting with :data:`BOX_COLUMNS`, plus
+        optional columns such as ``mask_path`` (relative to :attr:`root`),
+        ``finding_birads`` or ``pathology``; ``None`` when the source has none.
     """
 
     root: Path
     items: list[ProbeItem]
     labels: pd.DataFrame | None = None
     source: str = "folder"
+    boxes: pd.DataFrame | None = None
     _index: dict[str, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -85,6 +103,16 @@ class Probe:
             ids = [item.image_id for item in self.items]
             if list(self.labels.index) != ids:
                 raise MammodissectError("probe labels must be indexed by the items' image_id")
+        if self.boxes is not None:
+            absent = [column for column in BOX_COLUMNS if column not in self.boxes.columns]
+            if absent:
+                raise MammodissectError(f"probe boxes lack column(s) {', '.join(absent)}")
+            unknown = set(self.boxes["image_id"]) - set(self._index)
+            if unknown:
+                raise MammodissectError(
+                    f"probe boxes name {len(unknown)} image(s) the probe does not hold, "
+                    f"e.g. '{sorted(map(str, unknown))[0]}'"
+                )
 
     def __len__(self) -> int:
         """Number of images."""
@@ -175,7 +203,8 @@ class Probe:
         Returns
         -------
         Probe
-            A new probe with the same root and source, and the matching labels.
+            A new probe with the same root and source, and the labels and boxes of
+            the kept images.
 
         Raises
         ------
@@ -193,11 +222,24 @@ class Probe:
         if len(set(ids)) != len(ids):
             raise MammodissectError("probe subset repeats an image")
         labels = None if self.labels is None else self.labels.loc[ids]
-        return Probe(root=self.root, items=chosen, labels=labels, source=self.source)
+        boxes = None
+        if self.boxes is not None:
+            boxes = self.boxes[self.boxes["image_id"].isin(ids)].reset_index(drop=True)
+        return Probe(root=self.root, items=chosen, labels=labels, source=self.source, boxes=boxes)
 
 
 def load_probe(path: str | os.PathLike[str]) -> Probe:
-    """Load a probe from a folder or a CSV/TSV manifest.
+    """Load a probe from a folder, a CSV/TSV manifest or a dataset-layout spec.
+
+    A string ``LAYOUT:PATH?OPTIONS`` (for example
+    ``"vindr:/data/vindr-mammo?split=test&sample=500&seed=1"``) reads a public
+    dataset's own files with the layout named before the first ``:`` (see
+    :func:`mammodissect.probe.probe_layouts`; ``folder:`` and ``csv:`` name the
+    two plain forms below) and passes the options after ``?`` to
+    :func:`mammodissect.probe.select` (``split``, ``views``, ``lateralities``,
+    ``where``, ``sample``, ``seed``) or to the reader (``missing``); see
+    :func:`mammodissect.probe.layouts.load_layout_spec`. A
+    :class:`pathlib.Path` is always a plain path.
 
     A folder is searched recursively for files with :data:`IMAGE_EXTENSIONS`
     (any case) and for files with no extension, or a numeric one as in
@@ -215,7 +257,7 @@ def load_probe(path: str | os.PathLike[str]) -> Probe:
     Parameters
     ----------
     path : str or os.PathLike
-        The probe folder or manifest.
+        The probe folder or manifest, or a layout spec string.
 
     Returns
     -------
@@ -228,8 +270,15 @@ def load_probe(path: str | os.PathLike[str]) -> Probe:
         If ``path`` does not exist, is neither a folder nor a ``.csv``/``.tsv``
         file, the folder holds no images, the manifest is empty, lacks a
         ``path`` column, has an empty path or image_id, or lists a file that
-        does not exist.
+        does not exist; for a layout spec, as the layout's reader and
+        :func:`~mammodissect.probe.select` raise, and for an unknown layout name.
     """
+    if isinstance(path, str):
+        # Imported here: the layout readers build on this module.
+        from mammodissect.probe.layouts import is_layout_spec, load_layout_spec
+
+        if is_layout_spec(path):
+            return load_layout_spec(path)
     probe_path = Path(path)
     if not probe_path.exists():
         raise MammodissectError(f"probe '{os.fspath(path)}' not found")

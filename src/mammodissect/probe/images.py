@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from collections.abc import MutableSequence
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +76,7 @@ def is_dicom_file(path: str | os.PathLike[str]) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
-def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+def read_image(path: str | os.PathLike[str], *, voi: str = "auto") -> np.ndarray:
     """Read one image as a 2-D float32 array (brighter = denser).
 
     Parameters
@@ -97,11 +98,13 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         without pixel data or with an undecodable transfer syntax, not 2-D
         after conversion, or holds NaN or infinite values.
     """
-    image, _ = read_image_with_info(path)
+    image, _ = read_image_with_info(path, voi=voi)
     return image
 
 
-def read_image_with_info(path: str | os.PathLike[str]) -> tuple[np.ndarray, dict[str, Any]]:
+def read_image_with_info(
+    path: str | os.PathLike[str], *, voi: str = "auto"
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Read one image and report how it was read.
 
     DICOM files get the modality LUT (or rescale slope/intercept), then the
@@ -149,11 +152,11 @@ def read_image_with_info(path: str | os.PathLike[str]) -> tuple[np.ndarray, dict
         raise _fail(path, "empty file (0 bytes)")
 
     if is_dicom_file(file):
-        image, info = _read_dicom(path, force=False)
+        image, info = _read_dicom(path, force=False, voi=voi)
     elif file.suffix.lower() in DICOM_EXTENSIONS:
         # Some writers omit the 128-byte preamble; pydicom can still parse those.
         try:
-            image, info = _read_dicom(path, force=True)
+            image, info = _read_dicom(path, force=True, voi=voi)
         except MammodissectError as dicom_error:
             try:  # a PNG/JPEG/TIFF saved under a DICOM name
                 image, info = _read_pillow(path)
@@ -282,7 +285,9 @@ def _check_decodable(path: str | os.PathLike[str], ds: Any) -> str:
     return name
 
 
-def _read_dicom(path: str | os.PathLike[str], *, force: bool) -> tuple[np.ndarray, dict[str, Any]]:
+def _read_dicom(
+    path: str | os.PathLike[str], *, force: bool, voi: str = "auto"
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Read a DICOM file's first frame with its modality and VOI transforms."""
     import pydicom
     from pydicom.errors import InvalidDicomError
@@ -327,6 +332,7 @@ def _read_dicom(path: str | os.PathLike[str], *, force: bool) -> tuple[np.ndarra
         ) from None
 
     info: dict[str, Any] = {
+        **view_and_laterality(ds),
         "format": "dicom",
         "transfer_syntax": syntax,
         "bits_stored": int(ds.get("BitsStored", 0) or 0) or None,
@@ -351,7 +357,7 @@ def _read_dicom(path: str | os.PathLike[str], *, force: bool) -> tuple[np.ndarra
             info["modality_lut"] = "lut"
         elif "RescaleSlope" in ds and "RescaleIntercept" in ds:
             info["modality_lut"] = "rescale"
-        image, info["voi"] = _apply_voi(path, image, ds)
+        image, info["voi"] = _apply_voi(path, image, ds, voi)
         image = np.asarray(image, dtype=np.float64)
         if photometric == "MONOCHROME1":
             image = image.max() - image
@@ -377,32 +383,99 @@ def _read_dicom(path: str | os.PathLike[str], *, force: bool) -> tuple[np.ndarra
     )
 
 
-def _apply_voi(path: str | os.PathLike[str], image: np.ndarray, ds: Any) -> tuple[np.ndarray, str]:
-    """Apply the file's first VOI LUT, else its first window, else nothing."""
+VOI_CHOICES = ("auto", "lut", "window", "none")
+
+_VIEW_CODES = {  # CodeMeaning of ViewCodeSequence (lower case) -> ViewPosition-style code
+    "cranio-caudal": "CC",
+    "medio-lateral oblique": "MLO",
+    "medio-lateral": "ML",
+    "latero-medial": "LM",
+    "cranio-caudal exaggerated laterally": "XCCL",
+    "exaggerated cranio-caudal": "XCCL",
+    "caudo-cranial (from below)": "FB",
+    "latero-medial oblique": "LMO",
+    "superolateral to inferomedial oblique": "SIO",
+    "axillary tail": "AT",
+}
+
+
+def view_and_laterality(ds: Any) -> dict[str, str | None]:
+    """``view`` (CC, MLO, ...) and ``laterality`` (L, R) from the tags that carry them:
+    ImageLaterality, then Laterality; ViewPosition, then ViewCodeSequence's meaning.
+    These describe the image, not the patient; None when the file does not say."""
+    laterality = None
+    for keyword in ("ImageLaterality", "Laterality"):
+        value = str(ds.get(keyword, "") or "").strip().upper()
+        if value in ("L", "R", "B"):
+            laterality = value
+            break
+    view = str(ds.get("ViewPosition", "") or "").strip().upper() or None
+    if view is None and ds.get("ViewCodeSequence"):
+        meaning = str(ds.ViewCodeSequence[0].get("CodeMeaning", "")).strip().lower()
+        view = _VIEW_CODES.get(meaning, meaning.upper() or None)
+    return {"view": view, "laterality": laterality}
+
+
+def _voi_choice(voi: str) -> tuple[str, int]:
+    kind, _, index = voi.partition(":")
+    if kind not in VOI_CHOICES or (index and not index.isdigit()):
+        raise MammodissectError(
+            f"VOI choice {voi!r} unknown; use auto, lut, window, none, lut:N or window:N"
+        )
+    return kind, int(index or 0)
+
+
+def _apply_voi(
+    path: str | os.PathLike[str], image: np.ndarray, ds: Any, voi: str = "auto"
+) -> tuple[np.ndarray, str]:
+    """Apply the VOI transform ``voi`` asks for and say which one was applied.
+
+    ``auto``: the file's first VOI LUT, else its first window, else nothing;
+    ``lut[:N]`` / ``window[:N]``: that LUT or window (nothing, with a warning, when
+    the file lacks it); ``none``: the modality-LUT values as they are.
+    """
     from pydicom.pixels import apply_voi, apply_windowing
 
-    voi_seq = ds.get("VOILUTSequence")
-    has_lut = bool(voi_seq) and all(
-        voi_seq[0].get(key) is not None for key in ("LUTDescriptor", "LUTData")
-    )
-    has_window = ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None
+    kind, index = _voi_choice(voi)
+    voi_seq = ds.get("VOILUTSequence") or []
+    luts = [
+        i
+        for i, item in enumerate(voi_seq)
+        if all(item.get(key) is not None for key in ("LUTDescriptor", "LUTData"))
+    ]
+    centres = ds.get("WindowCenter")
+    windows = 0
+    if centres is not None and ds.get("WindowWidth") is not None:
+        windows = len(centres) if isinstance(centres, MutableSequence) else 1
+    if kind == "auto":
+        kind = "lut" if luts else ("window" if windows else "none")
+    if kind == "none":
+        return image, "none"
+    available = len(luts) if kind == "lut" else windows
+    if index >= available:
+        logger.warning(
+            "DICOM '%s' has no %s %d (it has %d); no VOI transform applied",
+            os.fspath(path),
+            "VOI LUT" if kind == "lut" else "window",
+            index,
+            available,
+        )
+        return image, "none"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            if has_lut:
+            if kind == "lut":
                 indices = image
                 if not np.issubdtype(image.dtype, np.integer):
-                    # A LUT indexes integers; rescaled values are floats.
-                    indices = np.rint(image).astype(np.int64)
-                return apply_voi(indices, ds, index=0), "voi lut 0"
-            if has_window:
-                return apply_windowing(image, ds, index=0), "window 0"
+                    indices = np.rint(image).astype(np.int64)  # a LUT indexes integers
+                return apply_voi(indices, ds, index=index), f"voi lut {index}"
+            return apply_windowing(image, ds, index=index), f"window {index}"
     except Exception as exc:  # a malformed LUT or window in the file
-        step = "VOI LUT" if has_lut else "window"
         logger.warning(
-            "DICOM '%s': ignoring its first %s (%s: %s)",
+            "DICOM '%s': ignoring its %s %d (%s: %s)",
             os.fspath(path),
-            step,
+            "VOI LUT" if kind == "lut" else "window",
+            index,
             type(exc).__name__,
             exc,
         )

@@ -1,0 +1,104 @@
+"""Concept strings to dissector text embeddings, with prompt templates and lower-casing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from mammodissect.errors import MammodissectError
+
+__all__ = ["PLACEHOLDER", "check_prompts", "concept_strings", "encode_concepts"]
+
+#: Where the concept goes in a prompt template: ``"a mammogram showing {}"``.
+PLACEHOLDER = "{}"
+
+
+def check_prompts(prompts: Iterable[str] | str | None) -> list[str]:
+    """The templates as a list; each must hold ``{}`` exactly once.
+
+    Raises
+    ------
+    MammodissectError
+        Naming the template and showing a valid one.
+    """
+    if prompts is None:
+        return []
+    items = [prompts] if isinstance(prompts, str) else list(prompts)
+    for template in items:
+        if not isinstance(template, str) or template.count(PLACEHOLDER) != 1:
+            raise MammodissectError(
+                f"prompt template {template!r} needs exactly one {PLACEHOLDER} where the concept "
+                "goes, e.g. 'a mammogram showing {}'"
+            )
+    return items
+
+
+def concept_strings(
+    concepts: Iterable[str], prompts: Iterable[str] | str | None = (), lowercase: bool = False
+) -> list[list[str]]:
+    """The exact strings sent to the dissector: per concept, one per template (in order).
+
+    Lower-casing applies to the concept, not to the template. Without templates each concept
+    is sent as it is.
+
+    Examples
+    --------
+    >>> concept_strings(["Spiculated mass"], ["a mammogram showing {}", "{}"], lowercase=True)
+    [['a mammogram showing spiculated mass', 'spiculated mass']]
+    """
+    templates = check_prompts(prompts) or [PLACEHOLDER]
+    texts = [c.lower() if lowercase else c for c in concepts]
+    return [[t.replace(PLACEHOLDER, text) for t in templates] for text in texts]
+
+
+def encode_concepts(
+    dissector: Any,
+    concepts: Iterable[str],
+    prompts: Sequence[str] | str | None = (),
+    lowercase: bool = False,
+) -> tuple[torch.Tensor, list[list[str]]]:
+    """Embed concepts with ``dissector.encode_texts``, averaging over prompt templates.
+
+    Each template is filled with every concept and embedded; per concept the template
+    embeddings are L2-normalised, averaged and normalised again (prompt ensembling, as CLIP's
+    zero-shot classifiers do). With one template (or none) the dissector's embeddings are
+    returned as they are.
+
+    Parameters
+    ----------
+    dissector:
+        Anything with ``encode_texts(list[str]) -> (M, D)``.
+    concepts:
+        The concept strings (a :class:`~mammodissect.concepts.ConceptSet` works).
+    prompts:
+        Templates with one ``{}`` each; empty means the bare concept.
+    lowercase:
+        Lower-case each concept before filling the templates.
+
+    Returns
+    -------
+    tuple[torch.Tensor, list[list[str]]]
+        The (M, D) float embeddings and, per concept, the strings sent.
+    """
+    strings = concept_strings(concepts, prompts, lowercase)
+    if not strings:
+        raise MammodissectError("no concept to encode; give at least one concept")
+    n_templates = len(strings[0])
+    parts = []
+    with torch.inference_mode():
+        for j in range(n_templates):
+            sent = [row[j] for row in strings]
+            embedded = torch.as_tensor(dissector.encode_texts(sent)).float()
+            if embedded.ndim != 2 or embedded.shape[0] != len(sent):
+                raise MammodissectError(
+                    f"dissector's encode_texts gave shape {tuple(embedded.shape)} for "
+                    f"{len(sent)} strings; it must return (M, D)"
+                )
+            parts.append(embedded)
+        if n_templates == 1:
+            return parts[0], strings
+        stacked = torch.stack([F.normalize(p, dim=-1) for p in parts])
+        return F.normalize(stacked.mean(dim=0), dim=-1), strings
