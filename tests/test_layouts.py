@@ -26,11 +26,10 @@ from mammodissect.probe import (
     select,
 )
 from mammodissect.probe.layouts import cbis_ddsm, csaw_cc, embed, rsna, vindr
+from mammodissect.testing import write_dicom
 
 pydicom = pytest.importorskip("pydicom")
 
-from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid  # noqa: E402
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -38,22 +37,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid  # noqa: E402
 def _dicom(path: Path, pixels: np.ndarray) -> Path:
     """Write a minimal mammography DICOM holding ``pixels`` (uint8 or uint16)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.1.2"
-    ds.SOPInstanceUID = generate_uid()
-    ds.Modality = "MG"
-    ds.Rows, ds.Columns = (int(v) for v in pixels.shape)
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    bits = 8 if pixels.dtype == np.uint8 else 16
-    ds.BitsAllocated = ds.BitsStored = bits
-    ds.HighBit = bits - 1
-    ds.PixelRepresentation = 0
-    ds.PixelData = np.ascontiguousarray(pixels).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
+    return write_dicom(path, pixels, bits_stored=8 if pixels.dtype == np.uint8 else 16)
 
 
 def _image(path: Path, rows: int = 16, cols: int = 12) -> Path:
@@ -715,3 +699,24 @@ def test_cbis_spec_reads_only_selected_masks(
     read.clear()
     plain = load_probe(f"cbis-ddsm:{root}?split=test&mask_boxes=false")
     assert read == [] and plain.boxes is not None and plain.boxes["xmin"].isna().all()
+
+
+def test_vindr_labels_and_boxes_reach_the_run_tables(vindr_root: Path, tmp_path: Path) -> None:
+    from mammodissect import dissect
+
+    result = dissect(
+        "python:planted:make_target", "python:planted:make_dissector",
+        f"vindr:{vindr_root}?split=train", ["planted feature 0", "red"], "features",
+        out=tmp_path / "run", num_workers=0, quiet=True, similarity_params={"top_k": 2},
+    )  # fmt: skip
+    images = pd.read_csv(tmp_path / "run" / "images.csv")
+    assert images["image_id"].tolist() == ["a1", "a2", "c1"]
+    assert images["density"].tolist() == ["C", "C", "A"]
+    assert images["birads"].tolist() == [4, 1, 5]
+    assert images["view"].tolist() == ["CC", "MLO", "CC"]
+    boxes = pd.read_csv(tmp_path / "run" / "boxes.csv")
+    assert len(boxes) == 3 and set(boxes["image_id"]) == {"a1"}
+    # the planted target's input is 16 x 24: the 16 x 12 mammograms are stretched 2x in x
+    second = boxes.iloc[1]
+    assert (second.xmin, second.ymin, second.xmax, second.ymax) == (10.0, 6.0, 18.0, 10.0)
+    assert result.boxes is not None and result.images.shape[0] == 3
