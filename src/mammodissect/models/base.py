@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["Dissector", "Preprocess", "Target", "describe_preprocess"]
+__all__ = ["Dissector", "Preprocess", "Target", "TorchDissector", "describe_preprocess"]
 
 #: A callable from an (H, W) float image array to a (3, H', W') tensor.
 Preprocess = Callable[[np.ndarray], torch.Tensor]
@@ -61,6 +61,57 @@ class Dissector(Protocol):
     def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
         """Embed concept strings."""
         ...
+
+
+class TorchDissector:
+    """What dissectors built on one torch model share: moving to a device, embedding under
+    inference mode (texts in batches), and the image tower as a target.
+
+    Subclasses set ``model``, ``image_module``, ``preprocess``, ``spec``, ``identity`` and
+    ``info``, and implement :meth:`_embed_images` and :meth:`_embed_texts`.
+    """
+
+    text_batch = 64
+    model: nn.Module
+    image_module: nn.Module
+    preprocess: Preprocess
+    spec: str
+    identity: dict[str, Any]
+    info: dict[str, Any]
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model's parameters live."""
+        return next(self.model.parameters()).device
+
+    def to(self, device: torch.device | str) -> TorchDissector:
+        """Move the model to ``device``."""
+        self.model.to(device)
+        return self
+
+    @torch.inference_mode()
+    def encode_images(self, batch: torch.Tensor) -> torch.Tensor:
+        """(B, D) unit-norm image embeddings of a preprocessed batch."""
+        return self._embed_images(batch.to(self.device)).float()
+
+    @torch.inference_mode()
+    def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        """(M, D) unit-norm embeddings of the raw strings, ``text_batch`` at a time."""
+        texts = list(texts)
+        return torch.cat([
+            self._embed_texts(texts[start : start + self.text_batch]).float()
+            for start in range(0, len(texts), self.text_batch)
+        ])  # fmt: skip
+
+    def as_target(self) -> Target:
+        """The image tower as a target sharing this model (one forward gives both)."""
+        return Target(self.image_module, self.preprocess, self.spec, self.identity, self.info)
+
+    def _embed_images(self, batch: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _embed_texts(self, texts: list[str]) -> torch.Tensor:
+        raise NotImplementedError
 
 
 def describe_preprocess(preprocess: Preprocess) -> dict[str, Any]:

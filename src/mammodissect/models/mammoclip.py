@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mammodissect.errors import MammodissectError
-from mammodissect.models.base import Target
+from mammodissect.models.base import Target, TorchDissector
 from mammodissect.models.checkpoint import describe_state_keys, load_checkpoint, plain
 from mammodissect.models.preprocess import (
     MAMMOCLIP_MEAN,
@@ -54,7 +54,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _TEXT_MAX_LENGTH = 256
-_TEXT_BATCH = 64
 _CLS_ID, _SEP_ID = 101, 102
 _VOCAB_HELP = (
     "Mammo-CLIP's text encoder needs the Bio_ClinicalBERT WordPiece vocabulary, which the "
@@ -346,7 +345,7 @@ def _load_model(spec: ModelSpec, *, with_text: bool) -> tuple[MammoClipModel, di
     return model.eval(), config, facts
 
 
-class MammoClipDissector:
+class MammoClipDissector(TorchDissector):
     """A Mammo-CLIP checkpoint as the dissector (and, through :meth:`as_target`, its image
     encoder as the M target, sharing one forward pass)."""
 
@@ -366,33 +365,12 @@ class MammoClipDissector:
         self.identity = spec.identity()
         self.info = info
 
-    @property
-    def device(self) -> torch.device:
-        """Where the model's parameters live."""
-        return next(self.model.parameters()).device
+    def _embed_images(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.model(batch)
 
-    def to(self, device: torch.device | str) -> MammoClipDissector:
-        """Move the model to ``device``."""
-        self.model.to(device)
-        return self
-
-    @torch.inference_mode()
-    def encode_images(self, batch: torch.Tensor) -> torch.Tensor:
-        """(B, 512) unit-norm image embeddings of a preprocessed batch."""
-        return self.model(batch.to(self.device)).float()
-
-    @torch.inference_mode()
-    def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
-        """(M, 512) unit-norm embeddings of the raw strings (no prompt template)."""
-        out = []
-        for start in range(0, len(texts), _TEXT_BATCH):
-            ids, mask = self.tokenizer(texts[start : start + _TEXT_BATCH])
-            out.append(self.model.encode_text(ids.to(self.device), mask.to(self.device)).float())
-        return torch.cat(out)
-
-    def as_target(self) -> Target:
-        """The image side as the M target (layers ``image_encoder._blocks.N``)."""
-        return Target(self.model, self.preprocess, self.spec, self.identity, self.info)
+    def _embed_texts(self, texts: list[str]) -> torch.Tensor:
+        ids, mask = self.tokenizer(texts)
+        return self.model.encode_text(ids.to(self.device), mask.to(self.device))
 
 
 def _info(config: dict[str, Any], facts: dict[str, Any]) -> dict[str, Any]:

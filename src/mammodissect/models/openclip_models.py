@@ -9,14 +9,13 @@ then meaningless; useful for smoke tests and null baselines).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from mammodissect.errors import MammodissectError
-from mammodissect.models.base import Target
+from mammodissect.models.base import Target, TorchDissector
 from mammodissect.models.preprocess import ImagePreprocess
 from mammodissect.models.registry import register, suggest
 from mammodissect.models.spec import ModelSpec
@@ -26,10 +25,8 @@ __all__ = ["OpenClipDissector"]
 
 log = logging.getLogger(__name__)
 
-_TEXT_BATCH = 256
 
-
-class OpenClipDissector:
+class OpenClipDissector(TorchDissector):
     """An open_clip model as a dissector: L2-normalised image and text embeddings."""
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, spec: ModelSpec, source: str):
@@ -44,33 +41,12 @@ class OpenClipDissector:
         self.identity = spec.identity()
         self.info = {"architecture": f"open_clip {spec.name}", "weights": source}
 
-    @property
-    def device(self) -> torch.device:
-        """Where the model's parameters live."""
-        return next(self.model.parameters()).device
+    def _embed_images(self, batch: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.model.encode_image(batch).float(), dim=-1)
 
-    def to(self, device: torch.device | str) -> OpenClipDissector:
-        """Move the model to ``device``."""
-        self.model.to(device)
-        return self
-
-    @torch.inference_mode()
-    def encode_images(self, batch: torch.Tensor) -> torch.Tensor:
-        """(B, D) unit-norm image embeddings of a preprocessed batch."""
-        return F.normalize(self.model.encode_image(batch.to(self.device)).float(), dim=-1)
-
-    @torch.inference_mode()
-    def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
-        """(M, D) unit-norm embeddings of the raw strings (no prompt template)."""
-        out = []
-        for start in range(0, len(texts), _TEXT_BATCH):
-            tokens = self.tokenizer(list(texts[start : start + _TEXT_BATCH])).to(self.device)
-            out.append(F.normalize(self.model.encode_text(tokens).float(), dim=-1))
-        return torch.cat(out)
-
-    def as_target(self) -> Target:
-        """The image tower as a target sharing this model (one forward gives both)."""
-        return Target(self.image_module, self.preprocess, self.spec, self.identity, self.info)
+    def _embed_texts(self, texts: list[str]) -> torch.Tensor:
+        tokens = self.tokenizer(texts).to(self.device)
+        return F.normalize(self.model.encode_text(tokens).float(), dim=-1)
 
 
 def _build(spec: ModelSpec) -> OpenClipDissector:
