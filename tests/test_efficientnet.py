@@ -16,6 +16,8 @@ from mammodissect.layers import list_layers
 from mammodissect.models import Target, imagenet_classes, load_target
 from mammodissect.models.efficientnet_models import guess_variant, lukemelas_order
 
+from helpers_models import load_error
+
 log = logging.getLogger(__name__)
 
 CAT = {"tabby", "tiger cat", "Egyptian cat"}
@@ -169,24 +171,24 @@ def test_lite_mapping_names_the_first_mismatch(lite0_state: dict[str, torch.Tens
     dropped = dict(lite0_state)
     del dropped["_blocks.5._bn1.running_var"]
     path = _save(dropped, tmp_path / "dropped.pth")
-    with pytest.raises(MammodissectError) as err:
-        load_target(f"efficientnet:efficientnet-lite0?weights={path}")
-    message = str(err.value)
-    assert "'dropped.pth' does not map in order" in message
-    assert "_blocks.5._bn1.num_batches_tracked () vs blocks." in message
-    assert "running_var" in message
-    assert "the file has 295 tensors, the model 296" in message
+    message = load_error(
+        f"efficientnet:efficientnet-lite0?weights={path}",
+        "'dropped.pth' does not map in order",
+        "_blocks.5._bn1.num_batches_tracked () vs blocks.",
+        "running_var",
+        "the file has 295 tensors, the model 296",
+    )
     assert str(tmp_path) not in message
 
     reshaped = dict(lite0_state)
     reshaped["_blocks.2._depthwise_conv.weight"] = torch.zeros(144, 1, 5, 5)
     path = _save(reshaped, tmp_path / "reshaped.pth")
-    with pytest.raises(MammodissectError) as err:
-        load_target(f"efficientnet:lite0?weights={path}")
-    message = str(err.value)
-    assert "'reshaped.pth'" in message
-    assert "_blocks.2._depthwise_conv.weight (144, 1, 5, 5) vs blocks.1.1.conv_dw.weight" in message
-    assert "the file has 296 tensors, the model 296" in message
+    load_error(
+        f"efficientnet:lite0?weights={path}",
+        "'reshaped.pth'",
+        "_blocks.2._depthwise_conv.weight (144, 1, 5, 5) vs blocks.1.1.conv_dw.weight",
+        "the file has 296 tensors, the model 296",
+    )
 
 
 def test_lite_and_full_files_are_told_apart(lite0_file: Path, b0_file: Path):
@@ -198,10 +200,11 @@ def test_lite_and_full_files_are_told_apart(lite0_file: Path, b0_file: Path):
         MammodissectError, match=r"full EfficientNet; use efficientnet:efficientnet-b0"
     ):
         load_target(f"efficientnet:efficientnet-lite0?weights={b0_file}")
-    with pytest.raises(MammodissectError) as err:
-        load_target(f"efficientnet:lite1?weights={lite0_file}")
-    assert "the file has 296 tensors, the model 386" in str(err.value)
-    assert "looks like efficientnet-lite0: use efficientnet:efficientnet-lite0" in str(err.value)
+    load_error(
+        f"efficientnet:lite1?weights={lite0_file}",
+        "the file has 296 tensors, the model 386",
+        "looks like efficientnet-lite0: use efficientnet:efficientnet-lite0",
+    )
 
 
 # ----------------------------------------------------------------- efficientnet_pytorch B variants
@@ -286,12 +289,12 @@ def test_missing_and_misshaped_keys_are_named(b0_state, tmp_path: Path):
     del broken["_blocks.3._bn1.running_mean"]
     broken["_conv_head.weight"] = torch.zeros(1280, 320, 3, 3)
     path = _save(broken, tmp_path / "broken.pth")
-    with pytest.raises(MammodissectError) as err:
-        load_target(f"efficientnet:efficientnet-b0?weights={path}")
-    message = str(err.value)
-    assert "'broken.pth' does not fit efficientnet:efficientnet-b0" in message
-    assert "1 missing keys (_blocks.3._bn1.running_mean)" in message
-    assert "_conv_head.weight (1280, 320, 3, 3) vs (1280, 320, 1, 1)" in message
+    message = load_error(
+        f"efficientnet:efficientnet-b0?weights={path}",
+        "'broken.pth' does not fit efficientnet:efficientnet-b0",
+        "1 missing keys (_blocks.3._bn1.running_mean)",
+        "_conv_head.weight (1280, 320, 3, 3) vs (1280, 320, 1, 1)",
+    )
     assert str(tmp_path) not in message
 
 
@@ -304,10 +307,11 @@ def test_file_without_batch_counters_loads(b0_state, tmp_path: Path):
 
 
 def test_another_variant_gets_a_hint(b0_file: Path):
-    with pytest.raises(MammodissectError) as err:
-        load_target(f"efficientnet:efficientnet-b1?weights={b0_file}")
-    assert "'b0.pth' does not fit" in str(err.value)
-    assert "the file looks like efficientnet-b0: use efficientnet:efficientnet-b0" in str(err.value)
+    load_error(
+        f"efficientnet:efficientnet-b1?weights={b0_file}",
+        "'b0.pth' does not fit",
+        "the file looks like efficientnet-b0: use efficientnet:efficientnet-b0",
+    )
 
 
 @pytest.mark.parametrize(
@@ -322,10 +326,11 @@ def test_wrapped_efficientnet_files_say_what_they_are(b0_state, tmp_path, prefix
     if prefix == "image_encoder.":
         state["text_encoder.embeddings.word_embeddings.weight"] = torch.zeros(4, 2)
     path = _save(state, tmp_path / "other.pth")
-    with pytest.raises(MammodissectError) as err:
-        load_target(f"efficientnet:efficientnet-b5?weights={path}")
-    assert "'other.pth' given to efficientnet:efficientnet-b5" in str(err.value)
-    assert message in str(err.value)
+    load_error(
+        f"efficientnet:efficientnet-b5?weights={path}",
+        "'other.pth' given to efficientnet:efficientnet-b5",
+        message,
+    )
 
 
 def test_torchvision_files_are_recognised(tmp_path: Path):

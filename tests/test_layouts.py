@@ -202,11 +202,31 @@ CALC_COLUMNS = ["patient_id", "breast density", "left or right breast", "image v
 UID = "1.3.6.1.4.1.9590.100.1.2."
 
 
-def _cbis_row(density_column: str, **values: object) -> dict[str, object]:
-    row = {"patient_id": values.pop("patient"), density_column: values.pop("density")}
-    row["left or right breast"] = values.pop("side")
-    row["image view"] = values.pop("view")
-    row.update(values)
+_CBIS_KINDS = {  # abnormality type: the table's first columns, its two descriptor columns
+    "mass": (MASS_COLUMNS, ("mass shape", "mass margins")),
+    "calcification": (CALC_COLUMNS, ("calc type", "calc distribution")),
+}
+
+
+def _cbis_row(
+    kind: str,
+    breast: tuple[str, int, str, str],
+    number: int,
+    descriptors: tuple[str, str],
+    grading: tuple[int, str, int],
+    full: str,
+    mask: str,
+) -> dict[str, object]:
+    """One case-description row: ``breast`` is (patient, density, side, view), ``grading``
+    (assessment, pathology, subtlety); the listed crop is the mask's ``000000`` sibling."""
+    first_columns, descriptor_columns = _CBIS_KINDS[kind]
+    row: dict[str, object] = dict(zip(first_columns, breast, strict=True))
+    row.update({"abnormality id": number, "abnormality type": kind})
+    row.update(zip(descriptor_columns, descriptors, strict=True))
+    row.update(zip(("assessment", "pathology", "subtlety"), grading, strict=True))
+    row["image file path"] = full
+    row["cropped image file path"] = mask.strip().replace("000001", "000000")
+    row["ROI mask file path"] = mask
     return row
 
 
@@ -228,66 +248,15 @@ def _cbis(root: Path) -> Path:
     c_full = f"Mass-Training_P_00002_RIGHT_MLO/{UID}777/{UID}888/000000.dcm"
     _image(root / c_full, *shape)
     c_mask = f"Mass-Training_P_00002_RIGHT_MLO_1/{UID}999/{UID}1000/000001.dcm"
-    mass = [
-        _cbis_row(
-            "breast_density",
-            patient="P_00001",
-            density=2,
-            side="LEFT",
-            view="CC",
-            **{
-                "abnormality id": 1,
-                "abnormality type": "mass",
-                "mass shape": "IRREGULAR",
-                "mass margins": "SPICULATED",
-                "assessment": 4,
-                "pathology": "MALIGNANT",
-                "subtlety": 4,
-                "image file path": a_full,
-                "cropped image file path": a_mask1.replace("000001", "000000"),
-                "ROI mask file path": a_mask1 + "\n",
-            },
-        ),
-        _cbis_row(
-            "breast_density",
-            patient="P_00001",
-            density=2,
-            side="LEFT",
-            view="CC",
-            **{
-                "abnormality id": 2,
-                "abnormality type": "mass",
-                "mass shape": "OVAL",
-                "mass margins": "CIRCUMSCRIBED",
-                "assessment": 3,
-                "pathology": "BENIGN",
-                "subtlety": 2,
-                "image file path": a_full,
-                "cropped image file path": a_mask2.replace("000001", "000000"),
-                "ROI mask file path": a_mask2,
-            },
-        ),
-        _cbis_row(
-            "breast_density",
-            patient="P_00002",
-            density=4,
-            side="RIGHT",
-            view="MLO",
-            **{
-                "abnormality id": 1,
-                "abnormality type": "mass",
-                "mass shape": "ROUND",
-                "mass margins": "OBSCURED",
-                "assessment": 0,
-                "pathology": "BENIGN_WITHOUT_CALLBACK",
-                "subtlety": 3,
-                "image file path": c_full,
-                "cropped image file path": c_mask.replace("000001", "000000"),
-                "ROI mask file path": c_mask,
-            },
-        ),
+    a_breast, c_breast = ("P_00001", 2, "LEFT", "CC"), ("P_00002", 4, "RIGHT", "MLO")
+    mass = [  # breast, abnormality id, shape and margins, grading, full image, ROI mask
+        (a_breast, 1, ("IRREGULAR", "SPICULATED"), (4, "MALIGNANT", 4), a_full, a_mask1 + "\n"),
+        (a_breast, 2, ("OVAL", "CIRCUMSCRIBED"), (3, "BENIGN", 2), a_full, a_mask2),
+        (c_breast, 1, ("ROUND", "OBSCURED"), (0, "BENIGN_WITHOUT_CALLBACK", 3), c_full, c_mask),
     ]
-    _csv(root / "csv" / "mass_case_description_train_set.csv", mass)
+    _csv(
+        root / "csv" / "mass_case_description_train_set.csv", [_cbis_row("mass", *r) for r in mass]
+    )
     # Image B, descriptive names (NBIA Data Retriever): UID tails end the folder names.
     b_case = root / "Calc-Test_P_00038_RIGHT_MLO"
     _image(b_case / "08-29-2017-DDSM-12345" / "1.000000-full mammogram images-67890" / "1-1.dcm")
@@ -299,31 +268,14 @@ def _cbis(root: Path) -> Path:
     )
     _image(b_series / "1-1.dcm", 3, 3)  # crop
     _mask(b_series / "1-2.dcm", (16, 12), slice(1, 3), slice(1, 2))
-    calc = [
-        _cbis_row(
-            "breast density",
-            patient="P_00038",
-            density=3,
-            side="RIGHT",
-            view="MLO",
-            **{
-                "abnormality id": 1,
-                "abnormality type": "calcification",
-                "calc type": "PLEOMORPHIC",
-                "calc distribution": "CLUSTERED",
-                "assessment": 5,
-                "pathology": "MALIGNANT",
-                "subtlety": 5,
-                "image file path": f"Calc-Test_P_00038_RIGHT_MLO/{UID}9912345/{UID}8867890/"
-                "000000.dcm",
-                "cropped image file path": f"Calc-Test_P_00038_RIGHT_MLO_1/{UID}7754321/"
-                f"{UID}6609876/000000.dcm",
-                "ROI mask file path": f"Calc-Test_P_00038_RIGHT_MLO_1/{UID}7754321/"
-                f"{UID}6609876/000001.dcm\n",
-            },
-        )
-    ]
-    _csv(root / "csv" / "calc_case_description_test_set.csv", calc)
+    b_full = f"Calc-Test_P_00038_RIGHT_MLO/{UID}9912345/{UID}8867890/000000.dcm"
+    b_mask = f"Calc-Test_P_00038_RIGHT_MLO_1/{UID}7754321/{UID}6609876/000001.dcm\n"
+    b_breast = ("P_00038", 3, "RIGHT", "MLO")
+    calc = [(b_breast, 1, ("PLEOMORPHIC", "CLUSTERED"), (5, "MALIGNANT", 5), b_full, b_mask)]
+    _csv(
+        root / "csv" / "calc_case_description_test_set.csv",
+        [_cbis_row("calcification", *r) for r in calc],
+    )
     return root
 
 

@@ -26,6 +26,8 @@ from mammodissect.testing import (
     write_vocab,
 )
 
+from helpers_models import load_error
+
 pytest.importorskip("efficientnet_pytorch")
 pytest.importorskip("transformers")
 
@@ -186,12 +188,12 @@ def test_strict_loading_names_the_broken_keys(files, tmp_path):
     model["image_encoder._fc.weight"] = torch.zeros(3, 3)
     bad = tmp_path / "bad.tar"
     torch.save({"model": model, "epoch": 1}, bad)
-    with pytest.raises(MammodissectError) as err:
-        load_target(f"mammoclip:{bad}")
-    message = str(err.value)
-    assert "'bad.tar' does not fit Mammo-CLIP (efficientnet-b0)" in message
-    assert "1 missing keys (image_encoder._bn1.running_mean)" in message
-    assert "1 unexpected keys (image_encoder._fc.weight)" in message
+    load_error(
+        f"mammoclip:{bad}",
+        "'bad.tar' does not fit Mammo-CLIP (efficientnet-b0)",
+        "1 missing keys (image_encoder._bn1.running_mean)",
+        "1 unexpected keys (image_encoder._fc.weight)",
+    )
 
 
 def test_wrong_family_names_what_it_looks_like(files, tmp_path):

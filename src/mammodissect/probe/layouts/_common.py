@@ -14,7 +14,7 @@ import fnmatch
 import logging
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ __all__ = [
     "dataset_root",
     "first_file",
     "join_unique",
+    "literal",
     "locate",
     "make_probe",
     "norm_birads",
@@ -273,12 +274,16 @@ def text(value: Any) -> str:
 _VIEWS = {"CRANIOCAUDAL": "CC", "MEDIOLATERAL OBLIQUE": "MLO", "MEDIO-LATERAL OBLIQUE": "MLO"}
 
 
+def _spelled(key: str, spellings: Mapping[str, str]) -> Any:
+    """``spellings[key]``, or ``key`` itself when not listed; NaN when ``key`` is empty."""
+    if not key:
+        return np.nan
+    return spellings.get(key, key)
+
+
 def norm_view(value: Any) -> Any:
     """A view position in upper case (``"cc"`` -> ``"CC"``); NaN when empty."""
-    view = text(value).upper()
-    if not view:
-        return np.nan
-    return _VIEWS.get(view, view)
+    return _spelled(text(value).upper(), _VIEWS)
 
 
 def norm_laterality(value: Any) -> Any:
@@ -305,10 +310,7 @@ _SPLITS = {
 
 def norm_split(value: Any) -> Any:
     """``train``/``test``/``val`` from the usual spellings, else the value in lower case."""
-    split = text(value).lower()
-    if not split:
-        return np.nan
-    return _SPLITS.get(split, split)
+    return _spelled(text(value).lower(), _SPLITS)
 
 
 def norm_density(value: Any) -> Any:
@@ -334,15 +336,25 @@ def norm_birads(value: Any) -> Any:
     return int(match.group(1)) if match else pd.NA
 
 
+def literal(raw: str, fallback: Callable[[str], Any]) -> Any:
+    """``raw`` read as a Python literal, or ``fallback(raw)`` when it is none."""
+    try:
+        return ast.literal_eval(raw)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return fallback(raw)
+
+
+def _split_list(raw: str) -> list[str]:
+    """The comma-separated parts of a list-like text, brackets and quotes stripped."""
+    return [part.strip().strip("'\"") for part in raw.strip("[]()").split(",")]
+
+
 def parse_list(value: Any) -> list[str]:
     """A Python-list-like cell (``"['Mass', 'Asymmetry']"``) as a list of stripped strings."""
     raw = text(value)
     if not raw:
         return []
-    try:
-        parsed = ast.literal_eval(raw)
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
-        parsed = [part.strip().strip("'\"") for part in raw.strip("[]()").split(",")]
+    parsed = literal(raw, _split_list)
     if isinstance(parsed, str):
         parsed = [parsed]
     if not isinstance(parsed, list | tuple | set):

@@ -15,7 +15,6 @@ A=0, N=1, B=2, P=3, S=4, M=5, K=6), ``tissueden`` (1-4 = density A-D, 5 = male),
 
 from __future__ import annotations
 
-import ast
 import logging
 import os
 import re
@@ -31,6 +30,7 @@ from mammodissect.probe.layouts._common import (
     Collector,
     check_missing,
     dataset_root,
+    literal,
     locate,
     make_probe,
     norm_density,
@@ -83,16 +83,18 @@ def _assessment(value: Any) -> int | None:
     return int(number) if number in (0, 1, 2, 3, 4, 5, 6) else None
 
 
+def _fours(raw: str) -> list[list[float]]:
+    """The numbers in ``raw`` in groups of four (an incomplete last group left out)."""
+    numbers = [float(n) for n in re.findall(r"-?\d+(?:\.\d+)?", raw)]
+    return [numbers[i : i + 4] for i in range(0, len(numbers) - 3, 4)]
+
+
 def _rois(value: Any) -> list[tuple[float, float, float, float]]:
     """``ROI_coords`` as a list of ``(ymin, xmin, ymax, xmax)``."""
     raw = text(value)
     if not raw:
         return []
-    try:
-        parsed = ast.literal_eval(raw)
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
-        numbers = [float(n) for n in re.findall(r"-?\d+(?:\.\d+)?", raw)]
-        parsed = [numbers[i : i + 4] for i in range(0, len(numbers) - 3, 4)]
+    parsed = literal(raw, _fours)
     if (
         isinstance(parsed, list | tuple)
         and len(parsed) == 4
