@@ -8,6 +8,7 @@ from mammodissect.models import (  # noqa: F401  (imports register the families)
     efficientnet_models,
     mammoclip,
     openclip_models,
+    phantom_clip,
     python_models,
     timm_models,
     torchvision_models,

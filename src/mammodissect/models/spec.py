@@ -117,6 +117,10 @@ def file_identity(path: Path) -> dict[str, Any]:
     return {"name": path.name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
+#: Models that need no path: a bare name stands for a full spec.
+BUILTIN_SPECS = {"phantom-clip": "phantom-clip:bundled"}
+
+
 def parse_spec(text: str) -> ModelSpec:
     """Parse ``scheme:name?key=value`` into a :class:`ModelSpec`.
 
@@ -125,6 +129,8 @@ def parse_spec(text: str) -> ModelSpec:
     MammodissectError
         When the text has no scheme or no name.
     """
+    if isinstance(text, str) and text.strip() in BUILTIN_SPECS:
+        text = BUILTIN_SPECS[text.strip()]
     if not isinstance(text, str) or ":" not in text:
         raise MammodissectError(
             f"model spec {text!r} has no scheme; write it as SCHEME:NAME, "

