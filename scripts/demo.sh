@@ -13,7 +13,9 @@ mammodissect run \
   --target "torchvision:mobilenet_v2?weights=${weights}" \
   --dissector "openclip:RN50?random_init=1" \
   --probe "$probe" \
-  --concepts examples/concepts.txt \
+  --concepts birads+controls \
+  --preprocess mammoclip \
+  --image-size 448x268 \
   --layers 'features.*' \
   --batch-size 4 \
   --out "$OUT"
