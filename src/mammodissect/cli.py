@@ -235,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_layers(sub)
     _add_convert(sub)
     _add_concepts(sub)
+    _add_phantom(sub)
+    _add_demo(sub)
     return parser
 
 
@@ -294,6 +296,97 @@ def _cmd_layers(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_phantom(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "phantom",
+        help="the synthetic mammography world: write phantom probe sets, train phantom-clip",
+        description="Seeded 2D mammogram phantoms with a mask for every concept drawn.",
+    )
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    write = actions.add_parser(
+        "write", help="write phantoms as PNG + masks + manifest.csv (a probe for `run`)"
+    )
+    write.add_argument("--out", required=True, help="output folder")
+    write.add_argument("--images", type=int, default=200, help="number of phantoms (default 200)")
+    write.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    train = actions.add_parser(
+        "train-dissector",
+        help="train phantom-clip on phantom image-report pairs (CPU, minutes)",
+        description="Train the phantom-clip dissector (EfficientNet-Lite0 from real ImageNet "
+        "weights + frozen all-MiniLM-L6-v2) and write OUT.safetensors and OUT.json with its "
+        "held-out zero-shot quality; use it with --dissector phantom-clip:OUT.safetensors.",
+    )
+    train.add_argument("--out", required=True, help="output .safetensors file")
+    train.add_argument("--images", type=int, default=2000, help="training phantoms (2000)")
+    train.add_argument("--epochs", type=int, default=5, help="epochs (5)")
+    train.add_argument("--batch-size", type=int, default=32, help="batch size (32)")
+    train.add_argument("--seed", type=int, default=0, help="seed (0)")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="the general-vs-mammography study on the phantom world, no arguments needed",
+        description="Writes a seeded phantom probe set, dissects EfficientNet-Lite0 with real "
+        "ImageNet weights (G) and phantom-clip's image encoder (M) with phantom-clip as the "
+        "dissector and the bundled birads+controls concepts, and summarises the units that got "
+        "a mammography concept.",
+    )
+    p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    p.add_argument("--images", type=int, default=300, help="probe phantoms (default 300)")
+    p.add_argument("--seed", type=int, help="probe seed (default 2026, held out from training)")
+    p.add_argument("--blocks", default="*.*", help="Lite0 blocks to dissect (default all: *.*)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mammodissect.phantom.demo import DEMO_SEED, run_demo
+
+    summary = run_demo(
+        Path(args.out), images=args.images, seed=DEMO_SEED if args.seed is None else args.seed,
+        blocks=args.blocks, device=args.device, quiet=args.quiet,
+    )  # fmt: skip
+    for row in summary.itertuples():
+        print(
+            f"{row.variant} ({row.model}): {row.mammography_units}/{row.units} units labelled "
+            f"with a mammography concept; {row.passing_mammography_units}/{row.passing_units} "
+            f"among units above their layer's mean score"
+        )
+        print(f"   last block {row.last_layer}: {row.last_layer_top_concepts}")
+    print(f"run directories, probe and summary.csv in {args.out}/")
+    return 0
+
+
+def _cmd_phantom(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    if args.action == "write":
+        from mammodissect.phantom import generate, write_phantoms
+
+        manifest = write_phantoms(Path(args.out), generate(args.images, seed=args.seed))
+        print(f"wrote {args.images} phantoms; probe them with --probe {manifest}")
+        return 0
+    from mammodissect.phantom.train import train_dissector
+
+    out = Path(args.out)
+    if out.suffix != ".safetensors":
+        raise MammodissectError(f"output {out.name!r} must end in .safetensors")
+    facts = train_dissector(
+        out, images=args.images, epochs=args.epochs, batch_size=args.batch_size,
+        seed=args.seed, progress=not args.quiet,
+    )  # fmt: skip
+    families = ", ".join(f"{k} {v:.2f}" for k, v in facts["auroc_per_family"].items() if v == v)
+    print(
+        f"wrote {out}; held-out zero-shot AUROC per family: {families}; "
+        f"report-to-image recall@5 {facts['report_to_image_recall_at_5']:.2f}"
+    )
+    return 0
+
+
 def _cmd_convert(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -344,6 +437,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "layers": _cmd_layers,
             "convert": _cmd_convert,
             "concepts": _cmd_concepts,
+            "phantom": _cmd_phantom,
+            "demo": _cmd_demo,
         }
         return commands[args.command](args)
     except MammodissectError as err:
