@@ -318,7 +318,7 @@ def _add_phantom(sub: argparse._SubParsersAction) -> None:
     )
     train.add_argument("--out", required=True, help="output .safetensors file")
     train.add_argument("--images", type=int, default=2000, help="training phantoms (2000)")
-    train.add_argument("--epochs", type=int, default=5, help="epochs (5)")
+    train.add_argument("--epochs", type=int, default=4, help="epochs (4)")
     train.add_argument("--batch-size", type=int, default=32, help="batch size (32)")
     train.add_argument("--seed", type=int, default=0, help="seed (0)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")

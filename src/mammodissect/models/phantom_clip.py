@@ -46,7 +46,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 BUNDLED_WEIGHTS = Path(__file__).parent / "data" / "phantom_clip.safetensors"
-PHANTOM_CLIP_SIZE = (160, 96)  # height x width: the phantoms' 1520 x 912 aspect, CPU-sized
+PHANTOM_CLIP_SIZE = (256, 154)  # height x width: the 1520 x 912 aspect, CPU-sized
 EMBED_DIM = 256
 _TEXT_MAX_LENGTH = 64
 _LITE_MEAN, _LITE_STD = (0.5,), (0.5,)
