@@ -379,7 +379,9 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
         out, images=args.images, epochs=args.epochs, batch_size=args.batch_size,
         seed=args.seed, progress=not args.quiet,
     )  # fmt: skip
-    families = ", ".join(f"{k} {v:.2f}" for k, v in facts["auroc_per_family"].items() if v == v)
+    families = ", ".join(
+        f"{k} {v:.2f}" for k, v in facts["auroc_per_family"].items() if v is not None
+    )
     print(
         f"wrote {out}; held-out zero-shot AUROC per family: {families}; "
         f"report-to-image recall@5 {facts['report_to_image_recall_at_5']:.2f}"

@@ -143,6 +143,11 @@ def train_dissector(
     return facts
 
 
+def _rounded(values: dict[str, float]) -> dict[str, float | None]:
+    """Four decimals; None where AUROC is undefined (a concept present in every image)."""
+    return {k: None if math.isnan(v) else round(v, 4) for k, v in values.items()}
+
+
 @torch.inference_mode()
 def evaluate_dissector(
     model: PhantomClipModel,
@@ -173,8 +178,8 @@ def evaluate_dissector(
     finite = [v for v in per_concept.values() if not np.isnan(v)]
     return {
         "held_out_images": n, "held_out_seed": seed,
-        "auroc_per_family": {k: round(v, 4) for k, v in per_family.items()},
-        "auroc_per_concept": {k: round(v, 4) for k, v in per_concept.items()},
+        "auroc_per_family": _rounded(per_family),
+        "auroc_per_concept": _rounded(per_concept),
         "mean_concept_auroc": round(float(np.mean(finite)), 4) if finite else None,
         "report_to_image_recall_at_5": round(recall, 4),
     }  # fmt: skip
