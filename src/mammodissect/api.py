@@ -25,6 +25,7 @@ from mammodissect.describe import (
     box_table,
     image_table,
     label_units,
+    skip_reason,
     top_image_table,
 )
 from mammodissect.errors import MammodissectError
@@ -382,7 +383,7 @@ def _run_info(
 def _skipped(item: Any, reason: str, anonymize: bool) -> dict[str, str]:
     if not anonymize:
         return {"image": item.relpath, "reason": reason}
-    return {"image": anonymize_id(item.image_id), "reason": reason.replace(item.relpath, "<image>")}
+    return {"image": anonymize_id(item.image_id), "reason": skip_reason(item, reason, True)}
 
 
 def write_run(result: Dissection, out: Path) -> Path:

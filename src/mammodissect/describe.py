@@ -21,6 +21,7 @@ __all__ = [
     "box_table",
     "image_table",
     "label_units",
+    "skip_reason",
     "top_image_table",
 ]
 
@@ -82,6 +83,11 @@ def anonymize_id(image_id: str) -> str:
     return "img-" + hashlib.sha256(f"mammodissect:{image_id}".encode()).hexdigest()[:16]
 
 
+def skip_reason(item: Any, reason: str, anonymize: bool) -> str:
+    """Why an image was skipped, with its path replaced by ``<image>`` when anonymising."""
+    return reason.replace(item.relpath, "<image>") if anonymize else reason
+
+
 def image_table(
     probe: Probe,
     facts: dict[int, dict[str, Any]],
@@ -103,7 +109,7 @@ def image_table(
         entry: dict[str, Any] = {
             "image_id": anonymize_id(item.image_id) if anonymize else item.image_id,
             "used": row not in skipped,
-            "skip_reason": reason.replace(item.relpath, "<image>") if anonymize else reason,
+            "skip_reason": skip_reason(item, reason, anonymize),
         }
         if not anonymize:
             entry["relpath"] = item.relpath

@@ -193,16 +193,20 @@ class Recording:
 
     def top_images(self, layer: str, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(k, units) highest activations of each unit and their probe row indices."""
-        state = self.target_store.extra
-        if k <= self.top_k and f"{layer}.values" in state:
-            top = RunningTopK.from_state(
-                self.top_k,
-                {"values": state[f"{layer}.values"], "indices": state[f"{layer}.indices"]},
-            )
-        else:
+        top = _saved_top(self.target_store, layer, self.top_k) if k <= self.top_k else None
+        if top is None:
             top = RunningTopK.from_matrix(self.target_store.array(layer), k, self.rows)
         k = min(k, top.values.shape[0])
         return top.values[:k].numpy(), top.indices[:k].numpy()
+
+
+def _saved_top(store: RowStore, layer: str, k: int) -> RunningTopK | None:
+    """The running top-k of ``layer`` as last committed in ``store`` (None before any)."""
+    if f"{layer}.values" not in store.extra:
+        return None
+    return RunningTopK.from_state(
+        k, {key: store.extra[f"{layer}.{key}"] for key in ("values", "indices")}
+    )
 
 
 def _shares_forward(target: Target, dissector: Dissector) -> bool:
@@ -371,18 +375,11 @@ def _run_pass(
     target.module.to(device).eval()
     if hasattr(dissector, "to"):
         dissector.to(device)
-    tops: dict[str, RunningTopK] = {}
-    if target_store.columns:
-        tops = {
-            layer: RunningTopK.from_state(
-                top_k,
-                {
-                    "values": target_store.extra[f"{layer}.values"],
-                    "indices": target_store.extra[f"{layer}.indices"],
-                },
-            )
-            for layer in layers
-        }
+    tops = {
+        layer: top
+        for layer in layers
+        if (top := _saved_top(target_store, layer, top_k)) is not None
+    }
 
     captured: dict[str, torch.Tensor] = {}
 
@@ -468,5 +465,4 @@ def _store_activations(
         store.write(layer, rows.numpy(), values.numpy())
         top = tops.setdefault(layer, RunningTopK(top_k, values.shape[1]))
         top.update(values, rows)
-        store.extra[f"{layer}.values"] = top.values.numpy()
-        store.extra[f"{layer}.indices"] = top.indices.numpy()
+        store.extra.update({f"{layer}.{k}": v for k, v in top.state().items()})
