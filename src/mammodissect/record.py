@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,19 +148,20 @@ def probe_batches(
     recipes: list[Preprocess],
     *,
     start: int = 0,
+    rows: Sequence[int] | None = None,
     batch_size: int = 16,
     num_workers: int = 0,
     voi: str = "auto",
     image_cache: PreparedImageCache | None = None,
 ) -> DataLoader:
-    """The one deterministic loader: probe rows ``start..`` in order, each image decoded once
-    (or read prepared from ``image_cache``) and preprocessed by every recipe, in worker
-    processes when ``num_workers > 0``. Batches are dicts: ``rows`` (all rows of the batch),
-    ``good`` (rows that could be read), ``inputs`` (one stacked tensor per recipe),
-    ``facts`` (per good row) and ``errors`` (reason per bad row)."""
-    dataset = _ProbeImages(
-        probe, list(range(start, len(probe))), recipes, voi=voi, image_cache=image_cache
-    )
+    """The one deterministic loader: probe rows ``start..`` in order (or the given ``rows``,
+    in their order), each image decoded once (or read prepared from ``image_cache``) and
+    preprocessed by every recipe, in worker processes when ``num_workers > 0``. Batches are
+    dicts: ``rows`` (all rows of the batch), ``good`` (rows that could be read), ``inputs``
+    (one stacked tensor per recipe), ``facts`` (per good row) and ``errors`` (reason per bad
+    row)."""
+    chosen = list(range(start, len(probe))) if rows is None else [int(r) for r in rows]
+    dataset = _ProbeImages(probe, chosen, recipes, voi=voi, image_cache=image_cache)
     return DataLoader(
         dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
         collate_fn=_collate, persistent_workers=False,

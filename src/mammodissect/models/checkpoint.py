@@ -202,7 +202,9 @@ def describe_state_keys(keys: Iterable[str]) -> str:
     if has("image_encoder.") and has("text_encoder."):
         return "a Mammo-CLIP vision-language checkpoint (use mammoclip:PATH)"
     if has("image_encoder.") and has("classifier."):
-        return "a Mammo-CLIP downstream classifier (use mammoclip-classifier:PATH)"
+        if has("image_encoder._blocks."):
+            return "a Mammo-CLIP downstream classifier (use mammoclip-classifier:PATH)"
+        return "a classifier written by mammodissect finetune (use classifier:PATH)"
     if has("visual.") and (has("transformer.") or has("text.")):
         return "an open_clip / CLIP checkpoint (use openclip:NAME?weights=PATH)"
     if has("_conv_stem.") and has("_blocks."):

@@ -24,7 +24,7 @@ from mammodissect.models.registry import suggest
 from mammodissect.models.spec import parse_spec
 from mammodissect.values import parse_value
 
-__all__ = ["RECIPES", "make_recipe"]
+__all__ = ["RECIPES", "configure", "make_recipe"]
 
 #: Named recipes.
 RECIPES = {"imagenet": ImagePreprocess, "mammoclip": MammoClipPreprocess}
@@ -86,3 +86,24 @@ def make_recipe(text: str, default: Preprocess) -> Preprocess:
         return cls(**{**inherited, **options})
     except TypeError as err:
         raise MammodissectError(f"preprocess {text!r}: {err}") from err
+
+
+def configure(default: Preprocess, recipe: str | None, size: Any, flag: str = "") -> Preprocess:
+    """The model's recipe ``default``, replaced by ``recipe`` (``--preprocess``) and resized to
+    ``size`` (``--image-size``); ``flag`` prefixes the option names in messages.
+
+    Raises
+    ------
+    MammodissectError
+        When a size is given for a user's own transform (it must resize itself).
+    """
+    preprocess = make_recipe(recipe, default) if recipe else default
+    size = parse_image_size(size)
+    if size is not None:
+        if not hasattr(preprocess, "with_size"):
+            raise MammodissectError(
+                f"--{flag}image-size works with the built-in recipes only; "
+                "resize inside your own preprocess transform instead"
+            )
+        preprocess = preprocess.with_size(size)
+    return preprocess

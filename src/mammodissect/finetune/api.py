@@ -1,0 +1,336 @@
+"""``finetune(...)``: make a C variant, a target fine-tuned on a probe's labels for one task.
+
+Loads the target, takes its image encoder and puts a linear head on it
+(:mod:`mammodissect.models.classifier`), turns the task into labels (:mod:`.tasks`), splits by
+patient (:mod:`.split`), trains with the study's recipe (:mod:`.recipe`, :mod:`.train`) and
+writes the run directory (:mod:`.outputs`, :mod:`.export`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from mammodissect.cache import PreparedImageCache, fingerprint
+from mammodissect.config import default_cache_dir
+from mammodissect.errors import MammodissectError
+from mammodissect.finetune.export import MAMMOCLIP_BASES, Exporter, public_recipe
+from mammodissect.finetune.outputs import RunFiles, jsonable
+from mammodissect.finetune.split import SPLITS, Split, split_images
+from mammodissect.finetune.tasks import TaskLabels, task_labels
+from mammodissect.finetune.train import Data, Loop, fit, freeze_layers, selection_metric
+from mammodissect.models import Target, describe_preprocess, load_target, parse_spec
+from mammodissect.models.base import Preprocess
+from mammodissect.models.classifier import (
+    HEAD,
+    EncoderClassifier,
+    build_classifier,
+    public_base,
+    rebuild_classifier,
+)
+from mammodissect.models.preprocess import parse_image_size
+from mammodissect.models.recipes import configure
+from mammodissect.models.weights import check_state
+from mammodissect.probe import Probe, load_probe
+from mammodissect.record import probe_digest
+
+__all__ = ["finetune"]
+
+log = logging.getLogger(__name__)
+
+
+def _check_numbers(**values: Any) -> None:
+    rules = {
+        "epochs": lambda v: isinstance(v, int) and v >= 1,
+        "batch_size": lambda v: isinstance(v, int) and v >= 1,
+        "lr": lambda v: v > 0,
+        "weight_decay": lambda v: v >= 0,
+        "warmup_epochs": lambda v: isinstance(v, int) and v >= 0,
+        "num_workers": lambda v: isinstance(v, int) and v >= 0,
+    }
+    for name, value in values.items():
+        if not rules[name](value):
+            raise MammodissectError(f"{name}={value!r} is not valid (see finetune's documentation)")
+
+
+@dataclass
+class _Built:
+    """The loaded base and the classifier built on it."""
+
+    target: Target
+    default_preprocess: Preprocess
+    classifier: EncoderClassifier
+    encoder: dict[str, Any]
+    frozen: list[str]
+
+
+def _check_rebuild(base: str, model: EncoderClassifier) -> None:
+    """Fail before training when ``classifier:PATH`` could not rebuild this architecture."""
+    head = model.classifier.classification_head
+    rebuilt, _ = rebuild_classifier(base, head.out_features, head.in_features)
+    problems = check_state(rebuilt, model.state_dict())
+    if problems:
+        raise MammodissectError(
+            f"the base {base!r} built without its weights differs from the loaded one "
+            f"({'; '.join(problems)}), so the fine-tuned classifier could not be loaded again; "
+            "name the architecture fully in the spec (e.g. num_classes, include_top)"
+        )
+
+
+def _own_tensors(module: nn.Module) -> None:
+    """Copy parameters and buffers into fresh memory (a loader may have mapped them from the
+    checkpoint file; training must never write there)."""
+    state = {k: v.clone() for k, v in module.state_dict().items()}
+    module.load_state_dict(state, assign=True)
+
+
+def _build(
+    model: str,
+    outputs: int,
+    *,
+    seed: int,
+    recipe: str | None,
+    size: tuple[int, int] | None,
+    freeze: list[str],
+    mammoclip: bool,
+) -> _Built:
+    torch.manual_seed(seed)  # the same random initialisation on every start
+    target = load_target(model)
+    default = target.preprocess
+    target.preprocess = configure(target.preprocess, recipe, size)
+    classifier, encoder = build_classifier(target, outputs)
+    _own_tensors(classifier)
+    if not mammoclip:
+        _check_rebuild(public_base(model), classifier)
+    frozen = freeze_layers(classifier, freeze)
+    return _Built(target, default, classifier, encoder, frozen)
+
+
+def _data(probe: Probe, labels: TaskLabels, split: Split, preprocess: Preprocess) -> Data:
+    targets = np.full(len(probe), -1, dtype=np.int64)
+    targets[[probe.position(i) for i in labels.targets.index]] = labels.targets.to_numpy()
+    rows = lambda ids: np.array([probe.position(i) for i in ids], dtype=np.int64)  # noqa: E731
+    return Data(
+        probe=probe, preprocess=preprocess, kind=labels.kind, classes=labels.classes,
+        targets=targets, train_rows=rows(split.train), val_rows=rows(split.val),
+    )  # fmt: skip
+
+
+def _split_counts(labels: TaskLabels, split: Split) -> dict[str, Any]:
+    return {
+        "grouped_by": split.grouped_by,
+        "train": labels.counts(split.train),
+        "val": labels.counts(split.val) if split.val else dict.fromkeys(labels.classes, 0),
+        "unlabelled": labels.dropped,
+    }
+
+
+def _metrics(
+    summary: dict[str, Any],
+    result: dict[str, Any],
+    epochs: int,
+    started: float,
+    *,
+    finished: bool,
+) -> dict[str, Any]:
+    best = result["best"] or {}
+    history = result["history"]
+    return {
+        **summary,
+        "epochs": epochs,
+        "epochs_done": len(history),
+        "finished": finished and len(history) >= epochs,
+        "history": history,
+        "best_epoch": best.get("epoch"),
+        "best_metric": best.get(f"val_{summary['metric']}"),
+        "best": best,
+        "seconds": round(float(result["seconds"]), 3),
+        "session_seconds": round(time.perf_counter() - started, 3),
+    }
+
+
+def finetune(
+    model: str,
+    probe: str | os.PathLike[str] | Probe,
+    task: str,
+    out: str | os.PathLike[str],
+    *,
+    epochs: int = 5,
+    batch_size: int = 16,
+    lr: float = 5e-5,
+    weight_decay: float = 1e-4,
+    warmup_epochs: int = 1,
+    val_fraction: float = 0.2,
+    split: str = "random",
+    seed: int = 0,
+    image_size: Any = None,
+    preprocess: str | None = None,
+    device: str | torch.device = "auto",
+    num_workers: int = 0,
+    augment: bool = True,
+    freeze: str | list[str] | None = None,
+    voi: str = "auto",
+    cache_dir: str | os.PathLike[str] | None = None,
+    cache_images: bool = True,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Fine-tune ``model`` on ``probe``'s labels for ``task`` and write the run to ``out``.
+
+    The image encoder of the target (its ``image_encoder``; else the network without its
+    classifier) gets a linear head ``classifier.classification_head`` (one logit for a
+    binary task, one per class otherwise) and is trained whole: AdamW, linear warm-up for
+    ``warmup_epochs`` then cosine per step, cross-entropy or BCE with ``pos_weight`` =
+    negatives / positives, random flips and small affine changes, bf16 autocast on CUDA.
+    Validation after every epoch (AUROC for binary tasks, accuracy otherwise) picks the best
+    epoch, whose classifier is written. A rerun with the same ``out`` resumes after the
+    last finished epoch (or returns the metrics of a finished run).
+
+    Parameters
+    ----------
+    model:
+        Target spec, e.g. ``mammoclip:/data/b5.tar``, ``efficientnet:efficientnet-lite0?...``,
+        ``phantom-clip``, ``timm:resnet18?weights=...``.
+    probe:
+        Labelled probe: a manifest with label columns or a dataset layout spec.
+    task:
+        ``density``, ``birads``, ``mass``, ``calcification`` or a label column
+        (see :func:`mammodissect.finetune.task_labels`).
+    out:
+        Run directory: ``metrics.json``, ``last.pt`` and ``classifier.pth`` (Mammo-CLIP bases,
+        for ``mammoclip-classifier:PATH``) or ``classifier.safetensors`` + ``classifier.json``
+        (other bases, for ``classifier:PATH``).
+    epochs, batch_size, lr, weight_decay, warmup_epochs:
+        The recipe (epochs may grow on a rerun to train on).
+    val_fraction, split, seed:
+        Validation share and split (``random`` by patient, or ``column``: the probe's
+        ``split`` column), and the seed of split, batches, augmentation and the new head.
+    image_size, preprocess:
+        Override the target's input size and preprocessing recipe (as for dissection).
+    device, num_workers:
+        Where to train (``auto``: CUDA when available) and image decoding processes.
+    augment:
+        Random flips and small affine changes of the training batches.
+    freeze:
+        Layer names or globs (comma-separated) whose parameters stay fixed and whose
+        modules stay in eval mode, e.g. ``image_encoder._blocks.[0-9]``.
+    voi, cache_dir, cache_images:
+        DICOM VOI transform and the prepared-image cache, as in ``mammodissect run``.
+    progress:
+        Show progress bars.
+    overwrite:
+        Replace an earlier run in ``out`` made with other settings.
+
+    Returns
+    -------
+    dict
+        What ``metrics.json`` holds: task, classes, split sizes per class, per-epoch training
+        loss and validation metrics, best epoch and metric, settings, seconds.
+
+    Raises
+    ------
+    MammodissectError
+        For a bad setting, a task the probe cannot give, or ``out`` holding another run.
+    """
+    from mammodissect.api import resolve_device
+
+    started = time.perf_counter()
+    _check_numbers(
+        epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+        warmup_epochs=warmup_epochs, num_workers=num_workers,
+    )  # fmt: skip
+    if split not in SPLITS:
+        raise MammodissectError(f"split {split!r} is unknown; use one of {', '.join(SPLITS)}")
+    if not isinstance(model, str):
+        raise MammodissectError(
+            "finetune takes the model as a spec string (e.g. efficientnet:efficientnet-lite0), "
+            "so that the fine-tuned classifier can be rebuilt from it"
+        )
+    size = parse_image_size(image_size)
+    probe = probe if isinstance(probe, Probe) else load_probe(probe)
+    labels = task_labels(probe, task)
+    patterns = freeze.split(",") if isinstance(freeze, str) else list(freeze or [])
+    settings = jsonable({
+        "model": public_base(model),
+        "model_identity": parse_spec(model).identity(),
+        "probe": {"source": probe.source, "images": len(probe), "digest": probe_digest(probe)},
+        "task": labels.task, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
+        "warmup_epochs": warmup_epochs, "val_fraction": val_fraction, "split": split,
+        "seed": seed, "image_size": list(size) if size else None,
+        "preprocess": public_recipe(preprocess), "augment": bool(augment),
+        "freeze": [p.strip() for p in patterns if p.strip()], "voi": voi,
+    })  # fmt: skip
+    files = RunFiles(out)
+    files.make()
+    files.check(settings, overwrite)
+    earlier, state = files.read_metrics(), files.read_last()
+    if state is not None and int(state["epoch"]) >= epochs and earlier is not None:
+        if int(state["epoch"]) > epochs:
+            log.warning(
+                "the run in %s already trained %d epochs (more than %d); returning its metrics",
+                files.out.name, state["epoch"], epochs,
+            )  # fmt: skip
+        log.info("the run in %s is finished; returning its metrics", files.out.name)
+        return earlier
+    parts = split_images(
+        labels.targets, probe.labels, val_fraction=val_fraction, seed=seed, mode=split
+    )
+    resolved = resolve_device(device)
+    scheme = parse_spec(model).scheme
+    built = _build(
+        model, labels.outputs, seed=seed, recipe=preprocess, size=size,
+        freeze=settings["freeze"], mammoclip=scheme in MAMMOCLIP_BASES,
+    )  # fmt: skip
+    exporter = Exporter(
+        files=files, base=settings["model"], scheme=scheme, labels=labels,
+        encoder=built.encoder, trained=built.target.preprocess,
+        default=built.default_preprocess, recipe=preprocess, size=size,
+        variant=getattr(built.target.module, "variant", None) or "efficientnet",
+    )  # fmt: skip
+    cache_root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    loop = Loop(
+        epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+        warmup_epochs=warmup_epochs, seed=seed, augment=augment, device=resolved,
+        num_workers=num_workers, voi=voi, progress=progress,
+        image_cache=PreparedImageCache(cache_root) if cache_images else None,
+    )  # fmt: skip
+    summary: dict[str, Any] = {
+        "task": labels.task,
+        "kind": labels.kind,
+        "label_source": labels.source,
+        "classes": labels.classes,
+        "outputs": labels.outputs,
+        "metric": selection_metric(labels.kind),
+        "split": _split_counts(labels, parts),
+        "base": settings["model"],
+        **built.encoder,
+        "frozen": built.frozen,
+        "preprocess": describe_preprocess(built.target.preprocess),
+        "checkpoint": exporter.checkpoint,
+        "layer": HEAD,
+        "run_flags": exporter.run_flags(),
+        "device": str(resolved),
+        "seed": seed,
+        "settings": settings,
+        "fingerprint": fingerprint(settings),
+    }
+
+    def save_last(payload: dict[str, Any]) -> None:
+        files.write_last({**payload, "settings": settings})
+        files.write_metrics(_metrics(summary, payload, epochs, started, finished=False))
+
+    result = fit(
+        built.classifier, _data(probe, labels, parts, built.target.preprocess), loop,
+        frozen=built.frozen, state=state, save_best=exporter, save_last=save_last,
+    )  # fmt: skip
+    metrics = _metrics(summary, result, epochs, started, finished=True)
+    files.write_metrics(metrics)
+    return jsonable(metrics)
