@@ -1,0 +1,343 @@
+"""``evaluate(run_dir)``: how often are a run's unit labels right?
+
+Reads a run directory and the caches its run wrote, then
+
+1. scores every layer against a **null baseline** (activations permuted across images, the
+   run's similarity function and parameters; :mod:`mammodissect.evaluate.null`);
+2. when the probe has masks or finding boxes, **grounds** every unit in them (Network
+   Dissection IoU; :mod:`mammodissect.evaluate.grounding`);
+3. measures the **agreement** of the dissection labels with the grounded concepts
+   (:mod:`mammodissect.evaluate.agreement`);
+
+and writes ``evaluation.csv``, ``evaluation_layers.csv`` and ``evaluation.json`` into the run
+directory (see :mod:`mammodissect.evaluate.tables`), plus a ``units_above_null`` column in
+``summary.csv``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from mammodissect import concepts as concept_sets
+from mammodissect.analysis import write_summary
+from mammodissect.analysis.runs import CONCEPTS_FILE
+from mammodissect.cache import PreparedImageCache
+from mammodissect.config import default_cache_dir
+from mammodissect.errors import MammodissectError
+from mammodissect.evaluate import tables
+from mammodissect.evaluate.agreement import agreement_flags, minilm_cosines
+from mammodissect.evaluate.grounding import UNGROUNDED, Grounding, ground
+from mammodissect.evaluate.masks import mask_source
+from mammodissect.evaluate.null import NullBaseline, null_baseline, top1_scores
+from mammodissect.evaluate.source import RunSource, open_run, run_config
+from mammodissect.probe import Probe, load_probe
+from mammodissect.record import probe_digest
+from mammodissect.similarity import get_similarity
+
+__all__ = ["Evaluation", "evaluate"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Evaluation:
+    """What ``evaluate`` measured.
+
+    Attributes
+    ----------
+    units:
+        ``evaluation.csv``: one row per unit (columns in :data:`tables.UNIT_COLUMNS`).
+    layers:
+        ``evaluation_layers.csv``: one row per layer.
+    info:
+        ``evaluation.json``: settings, overall metrics, counts, notes, timings.
+    out:
+        The run directory written to (None with ``write=False``).
+    """
+
+    units: pd.DataFrame
+    layers: pd.DataFrame
+    info: dict[str, Any] = field(default_factory=dict)
+    out: Path | None = None
+
+
+def evaluate(
+    run_dir: str | Path,
+    *,
+    probe: str | Path | Probe | None = None,
+    target: Any = None,
+    dissector: Any = None,
+    cache_dir: str | Path | None = None,
+    null_seeds: int = 5,
+    quantile: float = 0.995,
+    iou_threshold: float = 0.04,
+    max_samples: int = 16384,
+    max_side: int = 320,
+    bootstrap: int = 1000,
+    seed: int = 0,
+    device: str = "auto",
+    batch_size: int | None = None,
+    write: bool = True,
+    quiet: bool = False,
+) -> Evaluation:
+    """Evaluate the unit labels of a run directory.
+
+    Parameters
+    ----------
+    run_dir:
+        A directory written by ``mammodissect run --out DIR``.
+    probe:
+        The run's probe (path or loaded); needed for grounding (run.json keeps only its name).
+        Without it, or when it has neither a ``mask_path`` column nor boxes, grounding is
+        skipped with a logged note.
+    target, dissector:
+        Specs or loaded models replacing run.json's (needed when their weights are files).
+    cache_dir:
+        The cache folder the run used (default: the default cache folder).
+    null_seeds:
+        Permutations per layer for the null baseline.
+    quantile:
+        Per-unit activation quantile thresholding the maps (0.995: top 0.5%).
+    iou_threshold:
+        Least IoU for a unit to count as grounded.
+    max_samples:
+        Map positions sampled per unit for the quantile (exact when the probe has fewer).
+    max_side:
+        Longest side of the frame IoU is computed in.
+    bootstrap:
+        Bootstrap resamples of units for the 95% intervals (0: none).
+    seed:
+        Seed of permutations, position samples and bootstrap.
+    device, batch_size:
+        For the grounding pass (batch size default: the run's).
+    write:
+        Write the tables into ``run_dir`` and ``units_above_null`` into its summary.csv.
+    quiet:
+        No progress bars.
+
+    Returns
+    -------
+    Evaluation
+
+    Raises
+    ------
+    MammodissectError
+        When the run directory or its caches are missing, or the probe is not the run's.
+    """
+    from mammodissect.api import load_models, resolve_device
+
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    source = open_run(run_dir, root)
+    name = source.run.name
+    config = run_config(
+        source, target=target, dissector=dissector,
+        probe=probe if isinstance(probe, Probe) else (str(probe) if probe else None),
+        cache_dir=str(root), device=device, batch_size=batch_size, quiet=quiet,
+    )  # fmt: skip
+    concepts = concept_sets.load(source.run.path / CONCEPTS_FILE)
+    expected = source.run.fingerprint("concepts")
+    if expected is not None and concepts.fingerprint() != expected:
+        raise MammodissectError(
+            f"{name}/{CONCEPTS_FILE} is not the concept set the run scored (fingerprint "
+            f"{concepts.fingerprint()}, run.json {expected}); rerun `mammodissect run`"
+        )
+    target_model, dissector_model = load_models(config)
+    run_device = resolve_device(device)
+    timings["load"] = _lap(started)
+
+    with torch.inference_mode():
+        texts, _ = concept_sets.encode_concepts(
+            dissector_model, concepts, config.prompts, config.lowercase
+        )
+        cosines = torch.from_numpy(source.embeddings()) @ texts.float().cpu().T
+    info_sim = source.run.info.get("similarity", {})
+    sim_name = info_sim.get("name", config.similarity)
+    similarity = get_similarity(sim_name)
+    params = dict(info_sim.get("params", config.similarity_params))
+    nulls: dict[str, NullBaseline] = {}
+    for layer in source.layers:
+        activations = torch.from_numpy(source.activations(layer))
+        observed = top1_scores(similarity, cosines, activations, params)
+        _check_scores(source, layer, observed)
+        nulls[layer] = null_baseline(
+            similarity, cosines, activations, params, seeds=null_seeds, seed=seed,
+            observed=observed,
+        )  # fmt: skip
+    timings["null"] = _lap(started, sum(timings.values()))
+
+    notes: list[str] = []
+    grounding: Grounding | None = None
+    kind = None
+    loaded = _probe(probe, source, notes)
+    if loaded is not None:
+        masks = mask_source(loaded, concepts.concepts)
+        if masks is None:
+            notes.append("the probe has neither a mask_path column nor boxes: grounding skipped")
+        else:
+            kind = masks.kind
+            grounding = ground(
+                target_model, loaded, source.rows.tolist(), source.layers, masks,
+                quantile=quantile, max_samples=max_samples, max_side=max_side,
+                batch_size=config.batch_size, device=run_device, voi=config.voi, seed=seed,
+                image_cache=PreparedImageCache(root) if config.cache_images else None,
+                quiet=quiet,
+            )  # fmt: skip
+            notes += grounding.notes
+            if masks.unmatched:
+                unmatched = sorted(masks.unmatched)
+                notes.append(
+                    f"{len(unmatched)} mask/finding names match no concept of the run and were "
+                    f"left out: {', '.join(unmatched[:10])}{' ...' if len(unmatched) > 10 else ''}"
+                )
+    for note in notes:
+        log.warning("%s: %s", name, note)
+    timings["grounding"] = _lap(started, sum(timings.values()))
+
+    units = _unit_table(source, nulls, grounding, iou_threshold, concepts)
+    layers = tables.layer_table(source.layers, units, nulls, grounding, bootstrap, seed)
+    overall = tables.overall(units, bootstrap, seed)
+    timings["agreement"] = _lap(started, sum(timings.values()))
+    info = {
+        "run": name,
+        "settings": {
+            "null_seeds": null_seeds,
+            "null_levels": [95, 99],
+            "quantile": quantile,
+            "iou_threshold": iou_threshold,
+            "max_samples": max_samples,
+            "max_side": max_side,
+            "bootstrap": bootstrap,
+            "confidence": 0.95,
+            "seed": seed,
+            "cosine_model": "all-MiniLM-L6-v2",
+        },
+        "similarity": {"name": sim_name, "params": params},
+        "grounding": {
+            "source": kind,
+            "images": grounding.images if grounding else 0,
+            "concepts_with_masks": len(grounding.masked) if grounding else 0,
+            "exact_thresholds": dict(grounding.exact) if grounding else {},
+        },
+        "counts": {
+            "layers": len(source.layers),
+            "units": len(units),
+            "images": len(source.rows),
+            "units_above_null_95": int(units["above_null_95"].sum()),
+            "units_above_null_99": int(units["above_null_99"].sum()),
+            "units_above_threshold": int(units["above_threshold"].sum()),
+            "grounded_units": int(
+                (units["grounded_concept"].fillna(UNGROUNDED) != UNGROUNDED).sum()
+            ),
+        },
+        "overall": overall,
+        "notes": notes,
+        "timings_s": timings,
+    }
+    result = Evaluation(units=units, layers=layers, info=info)
+    if write:
+        result.out = tables.write(source.run.path, result.units, result.layers, result.info)
+        above = dict(zip(layers["layer"], layers["units_above_null_99"], strict=True))
+        write_summary(source.run.path, extra={"units_above_null": above})
+    return result
+
+
+def _lap(started: float, before: float = 0.0) -> float:
+    return round(time.perf_counter() - started - before, 4)
+
+
+def _check_scores(source: RunSource, layer: str, observed: np.ndarray) -> None:
+    """The recomputed top-1 scores must be the run's: otherwise caches or settings differ."""
+    best = source.run.best[source.run.best["layer"] == layer].sort_values("unit")
+    if len(best) != len(observed):
+        raise MammodissectError(
+            f"layer {layer!r}: neurons.csv has {len(best)} units but the cache {len(observed)}; "
+            f"rerun `mammodissect run` for {source.run.name!r}"
+        )
+    gap = float(np.max(np.abs(best["score"].to_numpy() - observed))) if len(best) else 0.0
+    if gap > 1e-3 * max(1.0, float(np.max(np.abs(observed)))):
+        raise MammodissectError(
+            f"layer {layer!r}: scores recomputed from the cache differ from neurons.csv by "
+            f"{gap:.4g}; the dissector or its settings are not the run's (pass --dissector the "
+            "run used)"
+        )
+
+
+def _probe(probe: Any, source: RunSource, notes: list[str]) -> Probe | None:
+    if probe is None:
+        notes.append("no probe given (pass --probe, the run's probe): grounding skipped")
+        return None
+    loaded = probe if isinstance(probe, Probe) else load_probe(probe)
+    expected = source.run.fingerprint("probe")
+    if expected is not None and probe_digest(loaded) != expected:
+        raise MammodissectError(
+            f"probe {Path(str(loaded.root)).name!r} is not the probe run {source.run.name!r} "
+            "used (its listing differs from run.json's fingerprint); give the run's probe"
+        )
+    return loaded
+
+
+def _unit_table(
+    source: RunSource,
+    nulls: dict[str, NullBaseline],
+    grounding: Grounding | None,
+    iou_threshold: float,
+    concepts: concept_sets.ConceptSet,
+) -> pd.DataFrame:
+    neurons = source.neurons
+    ranked = {
+        key: list(group.sort_values("rank")["concept"])
+        for key, group in neurons.groupby(["layer", "unit"], sort=False)
+    }
+    frame = concepts.to_frame().drop_duplicates("concept").set_index("concept")
+    has_categories = frame[["category", "broad_category"]].notna().any().any()
+    parts = []
+    for layer in source.layers:
+        best = source.run.best[source.run.best["layer"] == layer].sort_values("unit")
+        null = nulls[layer]
+        threshold = float(best["score"].mean())
+        part = pd.DataFrame(
+            {
+                "layer": layer,
+                "unit": best["unit"].to_numpy(),
+                "label": best["concept"].to_numpy(),
+                "score": best["score"].to_numpy(),
+                "above_threshold": best["score"].to_numpy() >= threshold,
+                "above_null_95": null.above[95],
+                "above_null_99": null.above[99],
+            }
+        )
+        if grounding is not None and layer in grounding.iou:
+            names, values = grounding.grounded(layer, iou_threshold)
+            part["grounded_concept"] = names
+            part["iou"] = values
+        else:
+            part["grounded_concept"] = None
+            part["iou"] = np.nan
+        parts.append(part)
+    units = pd.concat(parts, ignore_index=True)
+    grounded = units["grounded_concept"].notna() & (units["grounded_concept"] != UNGROUNDED)
+    for column in ("top1_match", "top5_match", "same_category", "same_broad_category"):
+        units[column] = pd.Series([None] * len(units), dtype=object)
+    units["cosine"] = np.nan
+    if grounded.any():
+        chosen = units[grounded]
+        labels = [ranked[(r.layer, r.unit)] for r in chosen.itertuples()]
+        flags = agreement_flags(
+            labels, list(chosen["grounded_concept"]), frame if has_categories else None
+        )
+        for column in flags:
+            units.loc[grounded, column] = flags[column].to_numpy()
+        units.loc[grounded, "cosine"] = minilm_cosines(
+            list(chosen["label"]), list(chosen["grounded_concept"])
+        )
+    return units[tables.UNIT_COLUMNS]

@@ -1,0 +1,154 @@
+"""Ground-truth regions per probe image: phantom mask files or finding boxes, as concept masks.
+
+Two sources, tried in order:
+
+- a ``mask_path`` label column (phantom manifests): an ``.npz`` of bool masks keyed by the exact
+  concept string, relative to the probe root;
+- :attr:`mammodissect.probe.Probe.boxes`: each finding name (``|``-joined names split) becomes
+  a filled rectangle.
+
+Mask keys and finding names are matched to the run's concepts by exact string, case-insensitive;
+names that match no concept are left out (counted in :attr:`MaskSource.unmatched`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mammodissect.errors import MammodissectError
+from mammodissect.probe import Probe
+
+__all__ = ["MaskSource", "box_mask", "mask_source"]
+
+log = logging.getLogger(__name__)
+
+
+def box_mask(
+    shape: tuple[int, int], boxes: Sequence[tuple[float, float, float, float]]
+) -> np.ndarray:
+    """A bool mask of ``shape`` (H, W) with every box ``(xmin, ymin, xmax, ymax)`` filled.
+
+    Box corners are in pixel-edge coordinates: pixel (y, x) is inside when its centre
+    ``(y + 0.5, x + 0.5)`` lies within the box; boxes with NaN corners are skipped.
+
+    Examples
+    --------
+    >>> box_mask((3, 4), [(1, 0, 3, 2)]).astype(int)
+    array([[0, 1, 1, 0],
+           [0, 1, 1, 0],
+           [0, 0, 0, 0]])
+    """
+    mask = np.zeros(shape, dtype=bool)
+    ys = np.arange(shape[0]) + 0.5
+    xs = np.arange(shape[1]) + 0.5
+    for xmin, ymin, xmax, ymax in boxes:
+        if any(np.isnan(v) for v in (xmin, ymin, xmax, ymax)):
+            continue
+        rows = (ys >= ymin) & (ys <= ymax)
+        cols = (xs >= xmin) & (xs <= xmax)
+        mask |= rows[:, None] & cols[None, :]
+    return mask
+
+
+class MaskSource:
+    """Concept masks of probe images, keyed by the run's concept strings.
+
+    Parameters
+    ----------
+    probe:
+        The probe (with a ``mask_path`` label column or boxes).
+    concepts:
+        The run's concept strings.
+    kind:
+        ``masks`` or ``boxes``.
+    """
+
+    def __init__(self, probe: Probe, concepts: Sequence[str], kind: str):
+        self.probe = probe
+        self.kind = kind
+        self.lookup = {c.lower(): c for c in reversed(list(concepts))}  # first spelling wins
+        self.unmatched: dict[str, int] = {}
+        self._boxes: dict[str, pd.DataFrame] = {}
+        if kind == "boxes":
+            self._boxes = dict(tuple(probe.boxes.groupby("image_id", sort=False)))
+
+    def _concept(self, name: str) -> str | None:
+        found = self.lookup.get(str(name).strip().lower())
+        if found is None:
+            self.unmatched[str(name)] = self.unmatched.get(str(name), 0) + 1
+        return found
+
+    def masks(self, row: int, shape: tuple[int, int]) -> dict[str, np.ndarray]:
+        """Concept -> bool mask (decoded image size ``shape``) of probe row ``row``.
+
+        Concepts absent from the image are absent from the mapping.
+
+        Raises
+        ------
+        MammodissectError
+            When a mask file is missing or its masks are not of the image's size.
+        """
+        item = self.probe.items[row]
+        out: dict[str, np.ndarray] = {}
+        if self.kind == "masks":
+            rel = self.probe.labels.loc[item.image_id, "mask_path"]
+            if not isinstance(rel, str) or not rel:
+                return out
+            path = Path(self.probe.root) / rel
+            if not path.is_file():
+                raise MammodissectError(
+                    f"mask file {rel!r} of image {item.image_id!r} not found under the probe "
+                    "root; rewrite the probe (`mammodissect phantom write`) or fix mask_path"
+                )
+            for name, mask in _read_npz(path).items():
+                concept = self._concept(name)
+                if concept is None or not mask.any():
+                    continue
+                if mask.shape != tuple(shape):
+                    raise MammodissectError(
+                        f"mask {name!r} in {rel!r} is {mask.shape[0]}x{mask.shape[1]} but the "
+                        f"image is {shape[0]}x{shape[1]}; masks must be at the image's size"
+                    )
+                out[concept] = out[concept] | mask if concept in out else mask
+            return out
+        group = self._boxes.get(item.image_id)
+        if group is None:
+            return out
+        per_concept: dict[str, list[tuple[float, float, float, float]]] = {}
+        for finding, *corners in group[["finding", "xmin", "ymin", "xmax", "ymax"]].itertuples(
+            index=False
+        ):
+            for name in str(finding).split("|"):
+                concept = self._concept(name)
+                if concept is not None:
+                    per_concept.setdefault(concept, []).append(tuple(float(v) for v in corners))
+        for concept, boxes in per_concept.items():
+            mask = box_mask(shape, boxes)
+            if mask.any():
+                out[concept] = mask
+        return out
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Concept -> bool mask from an ``.npz`` (the format ``phantom write`` uses)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {name: data[name].astype(bool) for name in data.files}
+    except (OSError, ValueError) as err:
+        raise MammodissectError(f"mask file {path.name!r} is unreadable ({err})") from err
+
+
+def mask_source(probe: Probe, concepts: Sequence[str]) -> MaskSource | None:
+    """The probe's ground truth: mask files when it has a ``mask_path`` column, else its
+    boxes, else None (grounding is then skipped)."""
+    labels = probe.labels
+    if labels is not None and "mask_path" in labels.columns:
+        return MaskSource(probe, concepts, "masks")
+    if probe.boxes is not None and len(probe.boxes):
+        return MaskSource(probe, concepts, "boxes")
+    return None

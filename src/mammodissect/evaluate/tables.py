@@ -1,0 +1,155 @@
+"""The evaluation's tables and how they are written into the run directory.
+
+``evaluation.csv``, one row per unit (:data:`UNIT_COLUMNS`):
+
+``layer, unit, label, score, above_threshold, above_null_95, above_null_99, grounded_concept,
+iou, top1_match, top5_match, same_category, same_broad_category, cosine``
+
+- ``label``/``score``: the rank-1 concept and its score (neurons.csv);
+- ``above_threshold``: score >= the layer mean of top-1 scores (the published local threshold);
+- ``above_null_95``/``above_null_99``: score > the 95th/99th percentile of the layer's null;
+- ``grounded_concept``/``iou``: the best-IoU concept (``ungrounded`` below the cut-off; empty
+  when grounding was skipped) and its IoU;
+- agreement columns: empty for units that are not grounded (see
+  :mod:`mammodissect.evaluate.agreement`).
+
+``evaluation_layers.csv``, one row per layer in model order (:data:`LAYER_COLUMNS`):
+
+``layer, position, units, threshold, null_mean, null_p95, null_p99, units_above_threshold,
+units_above_null_95, units_above_null_99, fraction_above_null_99, grounded_units,
+exact_thresholds``, then per agreement metric ``METRIC, METRIC_low, METRIC_high`` (mean over
+the layer's grounded units and its bootstrap 95% interval).
+
+``evaluation.json``: settings, the similarity function, grounding facts, counts, overall
+agreement (same keys as the per-layer metrics, over all grounded units), notes, timings. No
+absolute paths.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mammodissect.errors import MammodissectError
+from mammodissect.evaluate.agreement import METRICS, summarize_agreement
+from mammodissect.evaluate.grounding import UNGROUNDED, Grounding
+from mammodissect.evaluate.null import NullBaseline
+
+__all__ = [
+    "EVALUATION_FILE",
+    "EVALUATION_JSON",
+    "EVALUATION_LAYERS_FILE",
+    "LAYER_COLUMNS",
+    "UNIT_COLUMNS",
+    "layer_table",
+    "overall",
+    "write",
+]
+
+EVALUATION_FILE = "evaluation.csv"
+EVALUATION_LAYERS_FILE = "evaluation_layers.csv"
+EVALUATION_JSON = "evaluation.json"
+
+UNIT_COLUMNS = [
+    "layer",
+    "unit",
+    "label",
+    "score",
+    "above_threshold",
+    "above_null_95",
+    "above_null_99",
+    "grounded_concept",
+    "iou",
+    *METRICS,
+]
+_METRIC_COLUMNS = [f"{m}{s}" for m in METRICS for s in ("", "_low", "_high")]
+LAYER_COLUMNS = [
+    "layer",
+    "position",
+    "units",
+    "threshold",
+    "null_mean",
+    "null_p95",
+    "null_p99",
+    "units_above_threshold",
+    "units_above_null_95",
+    "units_above_null_99",
+    "fraction_above_null_99",
+    "grounded_units",
+    "exact_thresholds",
+    *_METRIC_COLUMNS,
+]
+
+
+def _grounded(units: pd.DataFrame) -> pd.DataFrame:
+    mask = units["grounded_concept"].notna() & (units["grounded_concept"] != UNGROUNDED)
+    return units[mask]
+
+
+def layer_table(
+    layers: list[str],
+    units: pd.DataFrame,
+    nulls: dict[str, NullBaseline],
+    grounding: Grounding | None,
+    bootstrap: int = 1000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """``evaluation_layers.csv``'s rows (see the module docstring)."""
+    rows = []
+    for position, layer in enumerate(layers):
+        part = units[units["layer"] == layer]
+        null = nulls[layer]
+        grounded = _grounded(part)
+        row: dict[str, Any] = {
+            "layer": layer,
+            "position": position,
+            "units": len(part),
+            "threshold": float(part["score"].mean()),
+            "null_mean": null.mean,
+            "null_p95": null.percentiles[95],
+            "null_p99": null.percentiles[99],
+            "units_above_threshold": int(part["above_threshold"].sum()),
+            "units_above_null_95": int(part["above_null_95"].sum()),
+            "units_above_null_99": int(part["above_null_99"].sum()),
+            "fraction_above_null_99": float(part["above_null_99"].mean()) if len(part) else np.nan,
+            "grounded_units": len(grounded) if grounding is not None else None,
+            "exact_thresholds": grounding.exact.get(layer) if grounding is not None else None,
+            **summarize_agreement(grounded, bootstrap, seed),
+        }
+        rows.append(row)
+    return pd.DataFrame(rows, columns=LAYER_COLUMNS)
+
+
+def overall(units: pd.DataFrame, bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Agreement over every grounded unit of the run, with bootstrap intervals."""
+    grounded = _grounded(units)
+    out = {
+        k: (None if np.isnan(v) else v)
+        for k, v in summarize_agreement(grounded, bootstrap, seed).items()
+    }
+    out["grounded_units"] = len(grounded)
+    return out
+
+
+def write(run_dir: Path, units: pd.DataFrame, layers: pd.DataFrame, info: dict[str, Any]) -> Path:
+    """Write ``evaluation.csv``, ``evaluation_layers.csv`` and ``evaluation.json``."""
+    try:
+        units.to_csv(run_dir / EVALUATION_FILE, index=False)
+        layers.to_csv(run_dir / EVALUATION_LAYERS_FILE, index=False)
+        text = json.dumps(info, indent=2, default=_jsonable) + "\n"
+        (run_dir / EVALUATION_JSON).write_text(text, encoding="utf-8")
+    except OSError as err:
+        raise MammodissectError(
+            f"cannot write the evaluation into {run_dir.name!r} ({err}); check its permissions"
+        ) from err
+    return run_dir
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    return str(value)
