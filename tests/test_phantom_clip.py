@@ -17,15 +17,19 @@ pytestmark = pytest.mark.skipif(
     not BUNDLED_WEIGHTS.is_file(), reason="phantom-clip weights not bundled"
 )
 
-#: Floors a little under the quality measured on these 200 held-out phantoms (mass 0.64,
-#: calcification 0.75, suspicious calcification 0.65, biopsy clip 0.84, implant 1.00, mean
-#: concept AUROC 0.71). The issue's goal of 0.8 for masses and calcifications is not met yet.
+#: Floors a little under the quality measured on these 200 held-out phantoms (mass 0.85,
+#: calcification 0.90, suspicious calcification 0.83, biopsy clip 0.91, implant 1.00, lymph
+#: node 0.96, skin thickening 0.90, architectural distortion 0.76; mean concept AUROC 0.83).
+#: Masses and calcifications meet the issue's goal of 0.8.
 FLOORS = {
-    "mass": 0.6,
-    "calcification": 0.7,
-    "suspicious_calcification": 0.6,
-    "biopsy_clip": 0.75,
+    "mass": 0.8,
+    "calcification": 0.85,
+    "suspicious_calcification": 0.78,
+    "biopsy_clip": 0.85,
     "implant": 0.95,
+    "lymph_node": 0.9,
+    "skin_thickening": 0.85,
+    "architectural_distortion": 0.7,
 }
 
 
@@ -54,7 +58,7 @@ def test_zero_shot_quality_on_held_out_phantoms(quality):
     families = quality["auroc_per_family"]
     for family, floor in FLOORS.items():
         assert families[family] >= floor, (family, families[family])
-    assert quality["mean_concept_auroc"] >= 0.65
+    assert quality["mean_concept_auroc"] >= 0.78
     assert quality["report_to_image_recall_at_5"] > 5 / 200 * 3  # well above chance
 
 
@@ -62,27 +66,40 @@ def test_train_command_writes_loadable_weights(tmp_path, capsys):
     out = tmp_path / "tiny.safetensors"
     code = main([
         "phantom", "train-dissector", "--out", str(out), "--images", "32", "--epochs", "1",
-        "--batch-size", "16", "--quiet",
+        "--batch-size", "16", "--held-out", "40", "--quiet",
     ])  # fmt: skip
     assert code == 0 and "held-out zero-shot AUROC" in capsys.readouterr().out
     facts = json.loads(out.with_suffix(".json").read_text())
-    assert facts["images"] == 32 and "auroc_per_family" in facts
+    assert facts["images"] == 32 and facts["held_out_images"] == 40
+    assert facts["input_size"] == [320, 192] and "auroc_per_family" in facts
     assert out.stat().st_size < 25e6
     dissector = load_dissector(f"phantom-clip:{out}")
     assert dissector.info["images"] == 32
 
 
-def test_reduced_demo_m_labels_more_mammography_units_than_g(tmp_path, capsys):
+def test_reduced_demo_m_has_more_passing_mammography_units_than_g(tmp_path, capsys):
     code = main([
         "demo", "--out", str(tmp_path / "demo"), "--images", "48", "--blocks", "[4-6].0",
         "--quiet", "--device", "cpu",
     ])  # fmt: skip
     assert code == 0
     printed = capsys.readouterr().out
-    assert "G (" in printed and "M (" in printed
+    variants = ("G", "M", "C-density", "C-mass", "C-calcification")
+    assert all(f"{v} (" in printed for v in variants)
+    assert "mammography concepts are the top concept of no passing unit" in printed
     import pandas as pd
 
     summary = pd.read_csv(tmp_path / "demo" / "summary.csv").set_index("variant")
-    assert summary.loc["M", "mammography_units"] > summary.loc["G", "mammography_units"]
-    for variant in ("G", "M"):
+    assert list(summary.index) == list(variants)
+    # the study's count: units passing the global threshold whose top concept is mammography
+    assert (
+        summary.loc["M", "passing_mammography_units"]
+        > summary.loc["G", "passing_mammography_units"]
+    )
+    for variant in variants:
         assert (tmp_path / "demo" / variant / "neurons.csv").is_file()
+    compared = tmp_path / "demo" / "compare"
+    changes = pd.read_csv(compared / "categories.csv")
+    assert set(changes["run"]) == {"C-density", "C-mass", "C-calcification"}
+    assert set(changes["baseline"]) == {"M"}
+    assert (compared / "figures" / "finetune_change.png").stat().st_size > 10_000

@@ -46,7 +46,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 BUNDLED_WEIGHTS = Path(__file__).parent / "data" / "phantom_clip.safetensors"
-PHANTOM_CLIP_SIZE = (256, 154)  # height x width: the 1520 x 912 aspect, CPU-sized
+PHANTOM_CLIP_SIZE = (320, 192)  # height x width: the phantoms' own size (1520 x 912 aspect)
 EMBED_DIM = 256
 _TEXT_MAX_LENGTH = 64
 _LITE_MEAN, _LITE_STD = (0.5,), (0.5,)
@@ -120,7 +120,7 @@ class PhantomClipModel(nn.Module):
 
 
 def default_preprocess() -> ImagePreprocess:
-    """phantom-clip's input: min-max, resize to 160 x 96, Lite0's 0.5/0.5 normalisation."""
+    """phantom-clip's input: min-max, resize to 320 x 192, Lite0's 0.5/0.5 normalisation."""
     return ImagePreprocess(PHANTOM_CLIP_SIZE, _LITE_MEAN, _LITE_STD, name="imagenet")
 
 
