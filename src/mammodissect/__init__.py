@@ -17,8 +17,22 @@ try:
 except PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0"
 
-from mammodissect.api import Dissection, dissect, run
+from mammodissect.api import Dissection, compare, dissect, run, write_summary
 from mammodissect.config import RunConfig
 from mammodissect.errors import MammodissectError
+from mammodissect.evaluate import Evaluation, evaluate
+from mammodissect.finetune import finetune
 
-__all__ = ["Dissection", "MammodissectError", "RunConfig", "__version__", "dissect", "run"]
+__all__ = [
+    "Dissection",
+    "Evaluation",
+    "MammodissectError",
+    "RunConfig",
+    "__version__",
+    "compare",
+    "dissect",
+    "evaluate",
+    "finetune",
+    "run",
+    "write_summary",
+]

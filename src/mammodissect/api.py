@@ -19,6 +19,8 @@ import pandas as pd
 import torch
 
 from mammodissect import concepts as concept_sets
+from mammodissect.analysis import compare, write_summary
+from mammodissect.analysis.runs import CONCEPTS_FILE
 from mammodissect.config import RunConfig
 from mammodissect.describe import (
     anonymize_id,
@@ -36,15 +38,14 @@ from mammodissect.models import (
     describe_preprocess,
     load_dissector,
     load_target,
-    parse_image_size,
     parse_spec,
 )
-from mammodissect.models.recipes import make_recipe
+from mammodissect.models.recipes import configure
 from mammodissect.probe import Probe, load_probe
 from mammodissect.record import Recording, probe_digest, record
 from mammodissect.similarity import get_similarity
 
-__all__ = ["Dissection", "dissect", "resolve_device", "run"]
+__all__ = ["Dissection", "compare", "dissect", "resolve_device", "run", "write_summary"]
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +168,12 @@ def _same_model(target: Any, dissector: Any) -> bool:
     return (t.scheme, t.name, strip(t)) == (d.scheme, d.name, strip(d))
 
 
+def load_models(config: RunConfig) -> tuple[Target, Dissector]:
+    """The target and dissector a configuration names, preprocessing set as ``run`` sets it
+    (``mammodissect evaluate`` reloads a run's models with it)."""
+    return _load_models(config)
+
+
 def _load_models(config: RunConfig) -> tuple[Target, Dissector]:
     dissector = (
         config.dissector
@@ -202,16 +209,7 @@ def _load_models(config: RunConfig) -> tuple[Target, Dissector]:
 
 def _configured(default: Any, recipe: str | None, size: Any, flag: str) -> Any:
     """The model's recipe, replaced by ``--preprocess`` and resized by ``--image-size``."""
-    preprocess = make_recipe(recipe, default) if recipe else default
-    size = parse_image_size(size)
-    if size is not None:
-        if not hasattr(preprocess, "with_size"):
-            raise MammodissectError(
-                f"--{flag}image-size works with the built-in recipes only; "
-                "resize inside your own preprocess transform instead"
-            )
-        preprocess = preprocess.with_size(size)
-    return preprocess
+    return configure(default, recipe, size, flag)
 
 
 def _similarity_params(fn: Any, config: RunConfig) -> dict[str, Any]:
@@ -319,6 +317,8 @@ def run(config: RunConfig) -> Dissection:
     if config.out:
         with _timed(timings, "write"):
             result.out = write_run(result, Path(config.out))
+            concept_sets.write(concepts, result.out / CONCEPTS_FILE)  # for compare's coverage
+            write_summary(result.out)
     return result
 
 

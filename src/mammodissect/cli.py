@@ -220,6 +220,94 @@ def _add_concepts(sub: argparse._SubParsersAction) -> None:
         verb.add_argument("--out", required=True, help="output file (.txt, .csv, .tsv, ...)")
 
 
+def _add_finetune(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "finetune",
+        help="fine-tune a target on a probe's labels (the study's C variants)",
+        description="Put a linear head on the target's image encoder and train it whole on one "
+        "task of a labelled probe (AdamW, warm-up then cosine, flips and small affine changes), "
+        "validating on held-out patients every epoch; writes metrics.json and the best epoch's "
+        "classifier, a target for `mammodissect run`. Rerun the same command to resume.",
+    )
+    p.add_argument("--model", required=True, help="target spec to fine-tune, e.g. mammoclip:PATH")
+    p.add_argument(
+        "--probe", required=True, help="labelled probe: manifest with label columns or a layout"
+    )
+    p.add_argument(
+        "--task",
+        required=True,
+        help="density, birads, mass, calcification, or the name of a label column",
+    )
+    p.add_argument("--out", required=True, help="run directory (resumed when it exists)")
+    p.add_argument("--epochs", type=int, default=5, help="epochs (default 5)")
+    p.add_argument("--batch-size", type=int, default=16, help="images per batch (default 16)")
+    p.add_argument("--lr", type=float, default=5e-5, help="peak learning rate (default 5e-5)")
+    p.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay (1e-4)")
+    p.add_argument("--warmup-epochs", type=int, default=1, help="linear warm-up epochs (1)")
+    p.add_argument(
+        "--val-fraction", type=float, default=0.2, help="share of patients validated on (0.2)"
+    )
+    p.add_argument(
+        "--split",
+        choices=["random", "column"],
+        default="random",
+        help="random by patient (default), or the probe's own split column",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of split, batches, augmentation (0)")
+    p.add_argument("--image-size", help="input size HEIGHTxWIDTH (default: the model's own)")
+    p.add_argument("--preprocess", help="preprocessing recipe (default: the model's own)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
+    p.add_argument("--num-workers", type=int, default=0, help="image decoding processes (0)")
+    p.add_argument(
+        "--freeze",
+        help="layers (names or globs, comma-separated) whose weights stay fixed, "
+        "e.g. 'image_encoder._blocks.[0-9]'",
+    )
+    p.add_argument(
+        "--no-augment", dest="augment", action="store_false", help="no flips or affine changes"
+    )
+    p.add_argument("--voi", default="auto", help="DICOM VOI transform (default auto)")
+    p.add_argument("--cache-dir", help="prepared-image cache (default as for `run`)")
+    p.add_argument(
+        "--no-image-cache",
+        dest="cache_images",
+        action="store_false",
+        help="do not keep prepared images in the cache",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace a run with other settings in --out"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    from mammodissect.finetune import finetune, target_spec
+
+    metrics = finetune(
+        args.model, args.probe, args.task, args.out, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+        warmup_epochs=args.warmup_epochs, val_fraction=args.val_fraction, split=args.split,
+        seed=args.seed, image_size=args.image_size, preprocess=args.preprocess,
+        device=args.device, num_workers=args.num_workers, augment=args.augment,
+        freeze=args.freeze, voi=args.voi, cache_dir=args.cache_dir,
+        cache_images=args.cache_images, progress=not args.quiet,
+    )  # fmt: skip
+    best = metrics["best_metric"]
+    shown = f"{best:.4f}" if best is not None else "undefined"
+    print(
+        f"fine-tuned {metrics['task']} ({metrics['kind']}, {len(metrics['classes'])} classes) "
+        f"for {metrics['epochs_done']} epochs: best validation {metrics['metric']} {shown} "
+        f"at epoch {metrics['best_epoch']}"
+    )
+    flags = metrics.get("run_flags")
+    print(
+        f"dissect it with: mammodissect run --target '{target_spec(args.out, metrics)}'"
+        + (f" {flags}" if flags else "")
+        + f" --layers {metrics['layer']} (or image_encoder layers) ..."
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``mammodissect`` command."""
     from mammodissect import __version__
@@ -234,9 +322,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_layers(sub)
     _add_convert(sub)
+    _add_finetune(sub)
     _add_concepts(sub)
     _add_phantom(sub)
     _add_demo(sub)
+    _add_analysis(sub)
+    _add_evaluate(sub)
     return parser
 
 
@@ -317,11 +408,31 @@ def _add_phantom(sub: argparse._SubParsersAction) -> None:
         "held-out zero-shot quality; use it with --dissector phantom-clip:OUT.safetensors.",
     )
     train.add_argument("--out", required=True, help="output .safetensors file")
-    train.add_argument("--images", type=int, default=2000, help="training phantoms (2000)")
-    train.add_argument("--epochs", type=int, default=4, help="epochs (4)")
+    train.add_argument("--images", type=int, default=2000, help="new phantoms per epoch (2000)")
+    train.add_argument("--epochs", type=int, default=8, help="epochs (8)")
     train.add_argument("--batch-size", type=int, default=32, help="batch size (32)")
     train.add_argument("--seed", type=int, default=0, help="seed (0)")
+    train.add_argument("--held-out", type=int, default=500, help="held-out phantoms measured (500)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    target = actions.add_parser(
+        "train-target",
+        help="fine-tune phantom-clip's encoder for a phantom task: a C variant (CPU, minutes)",
+        description="Fine-tune phantom-clip's image encoder (the M target) with `mammodissect "
+        "finetune` on seeded phantoms for density (4 classes), mass or (suspicious) "
+        "calcification, and write OUT.safetensors (float16) + OUT.json, a classifier:OUT target. "
+        "Phantoms and the resumable fine-tuning run stay in OUT_STEM-work/.",
+    )
+    target.add_argument("--task", required=True, choices=["density", "mass", "calcification"])
+    target.add_argument("--out", required=True, help="output .safetensors file")
+    target.add_argument("--images", type=int, default=2000, help="training phantoms (2000)")
+    target.add_argument("--epochs", type=int, default=3, help="epochs (3)")
+    target.add_argument("--batch-size", type=int, default=32, help="batch size (32)")
+    target.add_argument("--lr", type=float, default=1e-4, help="learning rate (1e-4)")
+    target.add_argument("--seed", type=int, default=0, help="seed (0)")
+    target.add_argument(
+        "--held-out", type=int, default=500, help="held-out phantoms measured (500)"
+    )
+    target.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
@@ -329,9 +440,10 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         "demo",
         help="the general-vs-mammography study on the phantom world, no arguments needed",
         description="Writes a seeded phantom probe set, dissects EfficientNet-Lite0 with real "
-        "ImageNet weights (G) and phantom-clip's image encoder (M) with phantom-clip as the "
-        "dissector and the bundled birads+controls concepts, and summarises the units that got "
-        "a mammography concept.",
+        "ImageNet weights (G), phantom-clip's image encoder (M) and M fine-tuned for density, "
+        "mass and suspicious calcification (C-density, C-mass, C-calcification) with "
+        "phantom-clip as the dissector and the bundled birads+controls concepts, summarises the "
+        "units that got a mammography concept and compares the variants (tables, figures).",
     )
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--images", type=int, default=300, help="probe phantoms (default 300)")
@@ -344,7 +456,9 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from mammodissect.phantom.demo import DEMO_SEED, run_demo
+    import pandas as pd
+
+    from mammodissect.phantom.demo import COMPARE, DEMO_SEED, run_demo
 
     summary = run_demo(
         Path(args.out), images=args.images, seed=DEMO_SEED if args.seed is None else args.seed,
@@ -352,12 +466,21 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     )  # fmt: skip
     for row in summary.itertuples():
         print(
-            f"{row.variant} ({row.model}): {row.mammography_units}/{row.units} units labelled "
-            f"with a mammography concept; {row.passing_mammography_units}/{row.passing_units} "
-            f"among units above their layer's mean score"
+            f"{row.variant} ({row.model}): {row.passing_mammography_units} of the "
+            f"{row.passing_units} units above the global threshold have a mammography concept; "
+            f"all units: {row.mammography_units}/{row.units} "
+            f"(labels drawn at random: {row.mammography_share:.0%})"
         )
         print(f"   last block {row.last_layer}: {row.last_layer_top_concepts}")
-    print(f"run directories, probe and summary.csv in {args.out}/")
+    uncaptured = pd.read_csv(Path(args.out) / COMPARE / "uncaptured.csv")
+    print(
+        f"{len(uncaptured)} mammography concepts are the top concept of no passing unit in any "
+        f"variant (the study's question 3: {Path(args.out) / COMPARE / 'uncaptured.csv'})"
+    )
+    print(
+        f"run directories, probe and summary.csv in {args.out}/; tables and figures comparing "
+        f"the variants in {Path(args.out) / COMPARE}/"
+    )
     return 0
 
 
@@ -370,6 +493,21 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
         manifest = write_phantoms(Path(args.out), generate(args.images, seed=args.seed))
         print(f"wrote {args.images} phantoms; probe them with --probe {manifest}")
         return 0
+    if args.action == "train-target":
+        from mammodissect.phantom.targets import train_target
+
+        metrics = train_target(
+            args.task, Path(args.out), images=args.images, epochs=args.epochs,
+            batch_size=args.batch_size, lr=args.lr, seed=args.seed, held_out=args.held_out,
+            progress=not args.quiet,
+        )  # fmt: skip
+        held_out = ", ".join(f"{k} {v}" for k, v in metrics["held_out"].items())
+        print(
+            f"wrote {args.out}; best validation {metrics['metric']} {metrics['best_metric']:.3f} "
+            f"(epoch {metrics['best_epoch']}); held-out phantoms: {held_out}; "
+            f"dissect it with --target classifier:{args.out}"
+        )
+        return 0
     from mammodissect.phantom.train import train_dissector
 
     out = Path(args.out)
@@ -377,7 +515,7 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
         raise MammodissectError(f"output {out.name!r} must end in .safetensors")
     facts = train_dissector(
         out, images=args.images, epochs=args.epochs, batch_size=args.batch_size,
-        seed=args.seed, progress=not args.quiet,
+        seed=args.seed, held_out=args.held_out, progress=not args.quiet,
     )  # fmt: skip
     families = ", ".join(
         f"{k} {v:.2f}" for k, v in facts["auroc_per_family"].items() if v is not None
@@ -386,6 +524,128 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
         f"wrote {out}; held-out zero-shot AUROC per family: {families}; "
         f"report-to-image recall@5 {facts['report_to_image_recall_at_5']:.2f}"
     )
+    return 0
+
+
+def _add_analysis(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "summary",
+        help="(re)write summary.csv of run directories",
+        description="Per layer, in model order: top-1 score statistics, the local threshold "
+        "(layer mean), units passing it, the mammography share of passing units, unique and top "
+        "concepts; counts per broad category and category in summary_categories.csv.",
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories")
+    p = sub.add_parser(
+        "compare",
+        help="compare run directories (G, M, C variants): tables and figures",
+        description="Global threshold per aligned layer (the largest layer mean of the runs), "
+        "mammography vs control units, the change per category from the baseline (M) to "
+        "fine-tuned runs (C...), the concepts each run captures; writes compare.csv, "
+        "broad_categories.csv, categories.csv, coverage.csv, coverage_categories.csv, "
+        "uncaptured.csv, compare.json and figures/ (PNG and SVG).",
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories (same probe, concepts)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--names", help="one name per run, comma-separated (default: folder names)")
+    p.add_argument(
+        "--layers",
+        help="layers shown in the bar figures, comma-separated (default: last block of "
+        "EfficientNet stages 1, 4, 7, else first, middle, last)",
+    )
+    p.add_argument("--baseline", help="run the C runs are compared with (default: the run named M)")
+    p.add_argument(
+        "--concepts",
+        help="the runs' concept set, when their folders lack concepts.csv and it is not bundled",
+    )
+    p.add_argument("--no-figures", dest="figures", action="store_false", help="tables only")
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="how often are a run's labels right: null baseline, mask grounding, agreement",
+        description="Reads a run directory and its caches (no forward pass for the null): per "
+        "layer, top-1 scores with activations permuted across images (the null; units above "
+        "its 95th/99th percentile); with --probe masks or boxes, each unit's grounded concept "
+        "(IoU of its top-0.5%% activation maps with concept masks) and the agreement of the "
+        "labels with it (top-1, top-5, category, MiniLM cosine; bootstrap 95%% CIs). Writes "
+        "evaluation.csv, evaluation_layers.csv, evaluation.json and units_above_null in "
+        "summary.csv.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `mammodissect run`")
+    p.add_argument("--probe", help="the run's probe (needed for grounding)")
+    p.add_argument("--target", help="the run's target spec (default: run.json's)")
+    p.add_argument("--dissector", help="the run's dissector spec (default: run.json's)")
+    p.add_argument("--cache-dir", help="the cache folder the run used (default: the default)")
+    p.add_argument("--null-seeds", type=int, default=5, help="permutations per layer (5)")
+    p.add_argument("--quantile", type=float, default=0.995, help="map threshold quantile (0.995)")
+    p.add_argument("--iou-threshold", type=float, default=0.04, help="least IoU (0.04)")
+    p.add_argument("--max-side", type=int, default=320, help="IoU frame's longest side (320)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (1000)")
+    p.add_argument("--seed", type=int, default=0, help="seed (0)")
+    p.add_argument("--batch-size", type=int, help="grounding batch size (default: the run's)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from mammodissect.evaluate import evaluate
+
+    result = evaluate(
+        args.run_dir, probe=args.probe, target=args.target, dissector=args.dissector,
+        cache_dir=args.cache_dir, null_seeds=args.null_seeds, quantile=args.quantile,
+        iou_threshold=args.iou_threshold, max_side=args.max_side, bootstrap=args.bootstrap,
+        seed=args.seed, batch_size=args.batch_size, device=args.device, quiet=args.quiet,
+    )  # fmt: skip
+    counts, overall = result.info["counts"], result.info["overall"]
+    print(
+        f"{args.run_dir}: {counts['units_above_null_99']}/{counts['units']} units above the "
+        f"99th-percentile null ({counts['units_above_threshold']} above their layer's mean)"
+    )
+    if result.info["grounding"]["source"]:
+        top1 = overall["top1_match"]
+        shown = "n/a" if top1 is None else f"{top1:.2f}"
+        print(
+            f"{counts['grounded_units']} units grounded in {result.info['grounding']['source']}; "
+            f"top-1 label agreement {shown}"
+        )
+    for note in result.info["notes"]:
+        print(f"note: {note}")
+    print("-> evaluation.csv, evaluation_layers.csv, evaluation.json")
+    return 0
+
+
+def _cmd_summary(args: argparse.Namespace) -> int:
+    from mammodissect.api import write_summary
+
+    for run_dir in args.runs:
+        summary = write_summary(run_dir)
+        passing, total = int(summary["passing_units"].sum()), int(summary["units"].sum())
+        print(
+            f"{run_dir}: {len(summary)} layers, {passing}/{total} units above their layer's "
+            f"mean, {int(summary['mammography_units'].sum())} of them with a mammography concept "
+            f"-> summary.csv"
+        )
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from mammodissect.api import compare
+
+    result = compare(
+        args.runs, args.out, names=args.names, layers=args.layers, baseline=args.baseline,
+        concepts=args.concepts, figures=args.figures,
+    )  # fmt: skip
+    totals = result.layers.groupby("run", sort=False)[["passing_global", "mammography"]].sum()
+    for name, row in totals.iterrows():
+        print(
+            f"{name}: {row['passing_global']} units above the global threshold, "
+            f"{row['mammography']} with a mammography concept"
+        )
+    if result.info["uncaptured"] is not None:
+        print(f"mammography concepts no run captures: {result.info['uncaptured']}")
+    print(f"tables and {len(result.figures)} figure files in {args.out}/")
     return 0
 
 
@@ -438,18 +698,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             "run": _cmd_run,
             "layers": _cmd_layers,
             "convert": _cmd_convert,
+            "finetune": _cmd_finetune,
             "concepts": _cmd_concepts,
             "phantom": _cmd_phantom,
             "demo": _cmd_demo,
+            "summary": _cmd_summary,
+            "compare": _cmd_compare,
+            "evaluate": _cmd_evaluate,
         }
         return commands[args.command](args)
     except MammodissectError as err:
         print(f"mammodissect: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        done = "epochs are saved" if args.command == "finetune" else "batches are cached"
         print(
-            "mammodissect: interrupted; finished batches are cached, rerun the same command "
-            "to resume",
+            f"mammodissect: interrupted; finished {done}, rerun the same command to resume",
             file=sys.stderr,
         )
         return 130

@@ -101,7 +101,7 @@ class ModelSpec:
 
 
 #: Schemes whose name is itself a file path (a checkpoint), as in ``mammoclip:/data/b5.tar``.
-_PATH_NAMED_SCHEMES = frozenset({"mammoclip", "mammoclip-classifier"})
+_PATH_NAMED_SCHEMES = frozenset({"mammoclip", "mammoclip-classifier", "classifier"})
 
 
 def file_identity(path: Path) -> dict[str, Any]:
@@ -117,8 +117,18 @@ def file_identity(path: Path) -> dict[str, Any]:
     return {"name": path.name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-#: Models that need no path: a bare name stands for a full spec.
-BUILTIN_SPECS = {"phantom-clip": "phantom-clip:bundled"}
+_DATA = Path(__file__).parent / "data"
+
+#: Models that need no path: a bare name stands for a full spec. ``phantom-c-TASK`` are the
+#: phantom study's C variants (phantom-clip's encoder fine-tuned by ``mammodissect phantom
+#: train-target``).
+BUILTIN_SPECS = {
+    "phantom-clip": "phantom-clip:bundled",
+    **{
+        f"phantom-c-{task}": f"classifier:{_DATA / f'phantom_c_{task}.safetensors'}"
+        for task in ("density", "mass", "calcification")
+    },
+}
 
 
 def parse_spec(text: str) -> ModelSpec:

