@@ -568,8 +568,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         description="Reads a run directory and its caches (no forward pass for the null): per "
         "layer, top-1 scores with activations permuted across images (the null; units above "
         "its 95th/99th percentile); with --probe masks or boxes, each unit's grounded concept "
-        "(IoU of its top-0.5%% activation maps with concept masks) and the agreement of the "
-        "labels with it (top-1, top-5, category, MiniLM cosine; bootstrap 95%% CIs). Writes "
+        "(IoU of its top-0.5% activation maps with concept masks) and the agreement of the "
+        "labels with it (top-1, top-5, category, MiniLM cosine; bootstrap 95% CIs). Writes "
         "evaluation.csv, evaluation_layers.csv, evaluation.json and units_above_null in "
         "summary.csv.",
     )
