@@ -51,6 +51,8 @@ class RunConfig:
     similarity_params: dict[str, Any] = field(default_factory=dict)
     batch_size: int = 16
     device: str = "auto"
+    precision: str = "fp32"
+    channels_last: bool = False
     preprocess: str | None = None
     dissector_preprocess: str | None = None
     image_size: str | int | None = None
@@ -82,6 +84,20 @@ class RunConfig:
             raise MammodissectError(f"num_workers must be >= 0, got {self.num_workers!r}")
         if self.device not in ("auto", "cpu") and not str(self.device).startswith("cuda"):
             raise MammodissectError(f"device {self.device!r} unknown; use auto, cpu or cuda[:N]")
+        from mammodissect.precision import PRECISIONS
+
+        if self.precision not in PRECISIONS:
+            raise MammodissectError(
+                f"precision {self.precision!r} unknown; use {', '.join(PRECISIONS)}"
+            )
+        if self.precision == "fp16" and self.device == "cpu":
+            raise MammodissectError(
+                "precision 'fp16' needs a GPU; with --device cpu use fp32 (or bf16, slower)"
+            )
+        if not isinstance(self.channels_last, bool):
+            raise MammodissectError(
+                f"channels_last must be true or false, got {self.channels_last!r}"
+            )
         from mammodissect.probe.images import VOI_CHOICES
 
         if str(self.voi).partition(":")[0] not in VOI_CHOICES:

@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,10 +28,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from mammodissect import distributed
 from mammodissect.cache import PreparedImageCache, RowStore
 from mammodissect.errors import MammodissectError
 from mammodissect.hooks import StopForward, first_tensor, hooked, pool
 from mammodissect.models.base import Dissector, Preprocess, Target, describe_preprocess
+from mammodissect.precision import autocast, fingerprint_parts, memory_format
 from mammodissect.probe import Probe, read_image_with_info
 from mammodissect.topk import RunningTopK
 
@@ -233,8 +236,14 @@ def record(
     voi: str = "auto",
     strict: bool = False,
     cache_images: bool = True,
-) -> Recording:
+    precision: str = "fp32",
+    channels_last: bool = False,
+) -> Recording | None:
     """Record pooled activations of ``layers`` and dissector embeddings over the probe.
+
+    Under torchrun (a process group of several ranks) each rank records its shard and
+    rank 0 merges them (see :mod:`mammodissect.distributed`): rank 0 gets the same
+    :class:`Recording` a single process would, the other ranks get None.
 
     Parameters
     ----------
@@ -258,35 +267,36 @@ def record(
         cached).
     cache_images:
         Keep prepared images (decoded, cropped, resized) on disk for later runs and models.
+    precision, channels_last:
+        Autocast and memory format of the forward passes (see :mod:`mammodissect.precision`);
+        values are stored as float32 either way.
     """
     started = time.perf_counter()
     digest = probe_digest(probe)
     n = len(probe)
-    target_store = RowStore(
-        cache_root,
-        "target",
-        {
+    settings = fingerprint_parts(precision, channels_last)
+    parts = {
+        "target": {
             "model": target.identity or {"spec": target.spec},
             "layers": layers,
             "pooling": pooling,
             "preprocess": describe_preprocess(target.preprocess),
             "voi": voi,
             "probe": digest,
+            **settings,
         },
-        n,
-    )
-    dissector_store = RowStore(
-        cache_root,
-        "dissector",
-        {
+        "dissector": {
             "model": getattr(dissector, "identity", None)
             or {"spec": getattr(dissector, "spec", "")},
             "preprocess": describe_preprocess(dissector.preprocess),
             "voi": voi,
             "probe": digest,
+            **settings,
         },
-        n,
-    )
+    }
+    ranks = distributed.current()
+    target_store = RowStore(cache_root, "target", parts["target"], n)
+    dissector_store = RowStore(cache_root, "dissector", parts["dissector"], n)
     stores = (target_store, dissector_store)
     # the running top-k keeps the size it was started with; more images come from the matrix
     top_k = int(target_store.extra.get("top_k", top_k))
@@ -300,26 +310,37 @@ def record(
         "dissector_forward_batches": 0,
         "rows_recorded": 0,
         "shared_forward": _shares_forward(target, dissector),
+        "world_size": ranks.world_size,
     }
-    if start < n or not all(s.complete for s in stores):
-        _run_pass(
-            target,
-            dissector,
-            probe,
-            layers,
-            stores,
-            start,
-            stats,
-            pooling=pooling,
-            batch_size=batch_size,
-            device=torch.device(device),
-            num_workers=num_workers,
-            top_k=top_k,
-            progress=progress,
-            voi=voi,
-            strict=strict,
-            image_cache=PreparedImageCache(cache_root) if cache_images else None,
+    options: dict[str, Any] = dict(
+        pooling=pooling,
+        batch_size=batch_size,
+        device=torch.device(device),
+        num_workers=num_workers,
+        top_k=top_k,
+        progress=progress and ranks.root,
+        voi=voi,
+        strict=strict,
+        image_cache=PreparedImageCache(cache_root) if cache_images else None,
+        precision=precision,
+        channels_last=channels_last,
+    )
+    if ranks.distributed:
+        # rank 0's caches decide, so every rank takes the same path
+        top_k, needed = distributed.broadcast(
+            (top_k, start < n or not all(s.complete for s in stores))
         )
+        options["top_k"] = top_k
+        if needed:
+            resumed = dict.fromkeys(stores, False)
+            _record_sharded(
+                target, dissector, probe, layers, stores, parts, stats, ranks,
+                cache_root=Path(cache_root), **options,
+            )  # fmt: skip
+        if not ranks.root:
+            return None
+    elif start < n or not all(s.complete for s in stores):
+        _run_pass(target, dissector, probe, layers, stores, start, n, stats, **options)
     for store in stores:
         if resumed[store]:
             log.info(
@@ -347,6 +368,143 @@ def _status(store: RowStore) -> str:
     return "resumed" if store.rows_done else "recorded"
 
 
+def _record_sharded(
+    target: Target,
+    dissector: Dissector,
+    probe: Probe,
+    layers: list[str],
+    stores: tuple[RowStore, RowStore],
+    parts: dict[str, dict[str, Any]],
+    stats: dict[str, Any],
+    ranks: distributed.World,
+    *,
+    cache_root: Path,
+    **options: Any,
+) -> None:
+    """Record this rank's shard into its own shard stores, then merge every shard into
+    ``stores`` on rank 0 (committed only once whole) and drop the shard stores."""
+    n = len(probe)
+    lo, hi = distributed.shard_rows(n, options["batch_size"], ranks.rank, ranks.world_size)
+    shards = tuple(
+        RowStore(cache_root, kind, {**parts[kind], "shard": [lo, hi]}, n)
+        for kind in ("target", "dissector")
+    )
+    for shard in shards:
+        if not shard.columns:
+            shard.rows_done = max(shard.rows_done, lo)  # a shard's resume point starts at lo
+    start = min(s.rows_done if s.columns else lo for s in shards)
+    mine = {key: 0 for key in ("target_forward_batches", "dissector_forward_batches")}
+    mine["rows_recorded"] = 0
+    mine["shared_forward"] = stats["shared_forward"]
+    problem, failure = None, None
+    try:
+        _same_weights_everywhere(target, dissector, ranks)
+        if start < hi:
+            _run_pass(target, dissector, probe, layers, shards, start, hi, mine, **options)
+    except BaseException as err:  # every rank must hear of it, or the others wait forever
+        problem = str(err) or type(err).__name__
+        failure = err
+    problems = distributed.all_gather(problem)
+    if failure is not None:
+        raise failure
+    for rank, text in enumerate(problems):
+        if text is not None:
+            raise MammodissectError(f"rank {rank} of {ranks.world_size} failed: {text}")
+    shard_t, shard_d = shards
+    top_k = options["top_k"]
+    summary = {
+        "range": (lo, hi),
+        "columns": (shard_t.columns, shard_d.columns),
+        "skipped": {**shard_d.skipped, **shard_t.skipped},
+        "facts": shard_t.read_rows(),
+        "tops": {
+            layer: (top.state() if (top := _saved_top(shard_t, layer, top_k)) else None)
+            for layer in layers
+        },
+        "stats": {k: v for k, v in mine.items() if k != "shared_forward"},
+    }
+    summaries = distributed.gather(summary)
+    blocks: dict[tuple[int, str], list[Any] | None] = {}
+    for which, (shard, names) in enumerate(((shard_t, layers), (shard_d, [_EMBEDDING]))):
+        for name in names:  # one array at a time keeps the gathered memory small
+            block = np.asarray(shard.array(name)[lo:hi]) if name in shard.columns else None
+            blocks[which, name] = distributed.gather(block)
+    if ranks.root:
+        assert summaries is not None
+        _merge_shards(stores, layers, summaries, blocks, top_k, stats, n)
+    distributed.barrier()  # the full caches are committed: the shard stores can go
+    for shard in shards:
+        shutil.rmtree(shard.directory, ignore_errors=True)
+
+
+def _checksum(module: Any) -> float:
+    if not isinstance(module, torch.nn.Module):
+        return 0.0
+    with torch.no_grad():
+        return float(
+            sum(
+                t.double().abs().sum()
+                for t in module.state_dict().values()
+                if t.is_floating_point()
+            )
+        )
+
+
+def _same_weights_everywhere(
+    target: Target, dissector: Dissector, ranks: distributed.World
+) -> None:
+    """Refuse to merge shards of networks that differ between ranks (e.g. random weights
+    drawn differently): each rank's checksum of the weights must equal rank 0's."""
+    mine = (_checksum(target.module), _checksum(getattr(dissector, "image_module", None)))
+    reference = distributed.broadcast(mine)
+    if mine != reference:
+        raise MammodissectError(
+            f"rank {ranks.rank} loaded other weights than rank 0 (checksums {mine} vs "
+            f"{reference}); give every rank the same weights files (or the same --seed)"
+        )
+
+
+def _merge_shards(
+    stores: tuple[RowStore, RowStore],
+    layers: list[str],
+    summaries: list[dict[str, Any]],
+    blocks: dict[tuple[int, str], list[Any] | None],
+    top_k: int,
+    stats: dict[str, Any],
+    n: int,
+) -> None:
+    """Write every shard's rows, skips, facts and top-k into the full stores (rank 0)."""
+    for which, store in enumerate(stores):
+        columns = next((s["columns"][which] for s in summaries if s["columns"][which]), None)
+        if columns:
+            store.allocate(columns)
+        for name in columns or {}:
+            for summary, block in zip(summaries, blocks[which, name] or [], strict=True):
+                lo, hi = summary["range"]
+                if block is not None and hi > lo:
+                    store.write(name, np.arange(lo, hi), block)
+        for summary in summaries:
+            store.skipped.update(summary["skipped"])
+    target_store = stores[0]
+    facts: dict[int, dict[str, Any]] = {}
+    for summary in summaries:
+        facts.update(summary["facts"])
+    target_store.log_rows(dict(sorted(facts.items())))
+    for layer in layers:
+        tops = [
+            RunningTopK.from_state(top_k, s["tops"][layer]) if s["tops"][layer] else None
+            for s in summaries
+        ]
+        merged = distributed.merge_tops(tops, top_k)
+        if merged is not None:
+            target_store.extra.update({f"{layer}.{k}": v for k, v in merged.state().items()})
+    for summary in summaries:
+        for key, value in summary["stats"].items():
+            stats[key] += value
+    for store in stores:
+        store.commit(n)
+
+
 def _run_pass(
     target: Target,
     dissector: Dissector,
@@ -354,6 +512,7 @@ def _run_pass(
     layers: list[str],
     stores: tuple[RowStore, RowStore],
     start: int,
+    stop: int,
     stats: dict[str, Any],
     *,
     pooling: str,
@@ -365,18 +524,31 @@ def _run_pass(
     voi: str,
     strict: bool,
     image_cache: PreparedImageCache | None,
+    precision: str = "fp32",
+    channels_last: bool = False,
 ) -> None:
     target_store, dissector_store = stores
     shared = stats["shared_forward"]
     same_recipe = target.preprocess == dissector.preprocess
     recipes = [target.preprocess] if same_recipe else [target.preprocess, dissector.preprocess]
     loader = probe_batches(
-        probe, recipes, start=start, batch_size=batch_size, num_workers=num_workers, voi=voi,
-        image_cache=image_cache,
+        probe, recipes, rows=range(start, stop), batch_size=batch_size,
+        num_workers=num_workers, voi=voi, image_cache=image_cache,
     )  # fmt: skip
+    layout = memory_format(channels_last)
     target.module.to(device).eval()
     if hasattr(dissector, "to"):
         dissector.to(device)
+    if channels_last:
+        target.module.to(memory_format=layout)
+        tower = getattr(dissector, "image_module", None)
+        if isinstance(tower, torch.nn.Module):
+            tower.to(memory_format=layout)
+
+    def placed(x: torch.Tensor) -> torch.Tensor:
+        x = x.to(device)
+        return x.contiguous(memory_format=layout) if channels_last and x.ndim == 4 else x
+
     tops = {
         layer: top
         for layer in layers
@@ -391,12 +563,19 @@ def _run_pass(
         tensor = first_tensor(output)
         if tensor is None:
             raise MammodissectError(f"layer {name!r} returns no tensor; choose another layer")
+        if tensor.dtype in (torch.float16, torch.bfloat16):
+            tensor = tensor.float()  # pooled (and stored) in float32 whatever the precision
         captured[name] = pool(tensor, pooling, name).cpu()
         if not shared and len(captured) == len(layers):
             raise StopForward
 
-    bar = tqdm(total=len(probe), initial=start, desc="recording", unit="img", disable=not progress)
-    with hooked(target.module, layers, on_output), torch.inference_mode(), bar:
+    bar = tqdm(total=stop, initial=start, desc="recording", unit="img", disable=not progress)
+    with (
+        hooked(target.module, layers, on_output),
+        torch.inference_mode(),
+        autocast(precision, device),
+        bar,
+    ):
         for batch in loader:
             end = batch["rows"][-1] + 1
             need_t = target_store.rows_done < end or not target_store.columns
@@ -412,8 +591,8 @@ def _run_pass(
                 store.skipped.update(batch["errors"])
             good = batch["good"]
             if len(good) and (need_t or need_d):
-                x_t = batch["inputs"][0].to(device)
-                x_d = x_t if same_recipe else batch["inputs"][1].to(device)
+                x_t = placed(batch["inputs"][0])
+                x_d = x_t if same_recipe else placed(batch["inputs"][1])
                 captured.clear()
                 embedding = None
                 if shared:
