@@ -103,3 +103,6 @@ def test_reduced_demo_m_has_more_passing_mammography_units_than_g(tmp_path, caps
     assert set(changes["run"]) == {"C-density", "C-mass", "C-calcification"}
     assert set(changes["baseline"]) == {"M"}
     assert (compared / "figures" / "finetune_change.png").stat().st_size > 10_000
+    for folder in (*variants, "compare"):
+        page = (tmp_path / "demo" / folder / "report.html").read_text()
+        assert "<html" in page and str(tmp_path) not in page

@@ -22,6 +22,7 @@ from mammodissect.config import RunConfig
 from mammodissect.errors import MammodissectError
 from mammodissect.evaluate import Evaluation, evaluate
 from mammodissect.finetune import finetune
+from mammodissect.report import report
 
 __all__ = [
     "Dissection",
@@ -33,6 +34,7 @@ __all__ = [
     "dissect",
     "evaluate",
     "finetune",
+    "report",
     "run",
     "write_summary",
 ]

@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 
 from mammodissect import concepts as concept_sets
+from mammodissect import distributed
 from mammodissect.analysis import compare, write_summary
 from mammodissect.analysis.runs import CONCEPTS_FILE
 from mammodissect.config import RunConfig
@@ -41,6 +42,7 @@ from mammodissect.models import (
     parse_spec,
 )
 from mammodissect.models.recipes import configure
+from mammodissect.precision import check_precision
 from mammodissect.probe import Probe, load_probe
 from mammodissect.record import Recording, probe_digest, record
 from mammodissect.similarity import get_similarity
@@ -247,28 +249,42 @@ def run(config: RunConfig) -> Dissection:
     similarity = get_similarity(config.similarity)
     params = _similarity_params(similarity, config)
     device = resolve_device(config.device)
+    check_precision(config.precision, device)
+    # under torchrun: join the process group; each rank records its shard (cuda:LOCAL_RANK)
+    ranks, device, started = distributed.init(device)
     with _timed(timings, "load_inputs"):
         concepts = concept_sets.load(config.concepts, duplicates=config.duplicates)
         probe = config.probe if isinstance(config.probe, Probe) else load_probe(config.probe)
-    with _timed(timings, "load_models"):
+    with _timed(timings, "load_models"), torch.random.fork_rng(devices=[]):
+        # seeded: a randomly initialised network is the same in every run and on every rank
+        torch.manual_seed(config.seed)
         target, dissector = _load_models(config)
         layers = resolve_layers(target.module, config.layers)
     with _timed(timings, "record"):
-        recording = record(
-            target,
-            dissector,
-            probe,
-            layers,
-            pooling=config.pooling,
-            batch_size=config.batch_size,
-            device=device,
-            cache_root=config.cache_root(),
-            num_workers=config.num_workers,
-            top_k=config.top_images,
-            progress=not config.quiet,
-            voi=config.voi,
-            strict=config.strict,
-            cache_images=config.cache_images,
+        try:
+            recording = record(
+                target,
+                dissector,
+                probe,
+                layers,
+                pooling=config.pooling,
+                batch_size=config.batch_size,
+                device=device,
+                cache_root=config.cache_root(),
+                num_workers=config.num_workers,
+                top_k=config.top_images,
+                progress=not config.quiet,
+                voi=config.voi,
+                strict=config.strict,
+                cache_images=config.cache_images,
+                precision=config.precision,
+                channels_last=config.channels_last,
+            )
+        finally:
+            distributed.shutdown(started)
+    if recording is None:  # not rank 0: rank 0 scores the units and writes the outputs
+        return Dissection(
+            pd.DataFrame(), pd.DataFrame(), {"rank": ranks.rank, "world_size": ranks.world_size}
         )
     with _timed(timings, "encode_concepts"), torch.inference_mode():
         texts, sent = concept_sets.encode_concepts(
@@ -344,6 +360,7 @@ def _run_info(
         "config": config.public(),
         "versions": _versions(),
         "device": str(device),
+        "world_size": recording.stats.get("world_size", 1),
         "target": {
             "spec": target.spec,
             "info": target.info,

@@ -102,6 +102,19 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, help=_help("batch_size", "images per batch"))
     p.add_argument("--device", help=_help("device", "auto, cpu or cuda[:N]"))
     p.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "fp16"],
+        help=_help(
+            "precision", "forward precision: bf16/fp16 autocast (fp16 GPU only; bf16 slow on CPU)"
+        ),
+    )
+    p.add_argument(
+        "--channels-last",
+        action="store_true",
+        default=None,
+        help="put the models and 4-D input batches in channels-last memory format",
+    )
+    p.add_argument(
         "--preprocess",
         help="target preprocessing recipe: mammoclip, imagenet, default or "
         "python:MODULE:CALLABLE, options after ?, e.g. mammoclip?flip=left or imagenet?fit=pad "
@@ -328,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(sub)
     _add_analysis(sub)
     _add_evaluate(sub)
+    _add_report(sub)
     return parser
 
 
@@ -346,6 +360,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     config = _run_config(args)
     result = run(config)
+    if "counts" not in result.run:  # a torchrun rank other than 0: rank 0 reports
+        return 0
     counts = result.run["counts"]
     where = f" -> {result.out}" if result.out else ""
     print(
@@ -458,7 +474,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     import pandas as pd
 
-    from mammodissect.phantom.demo import COMPARE, DEMO_SEED, run_demo
+    from mammodissect.phantom.demo import COMPARE, DEMO_SEED, REPORT_FILE, run_demo
 
     summary = run_demo(
         Path(args.out), images=args.images, seed=DEMO_SEED if args.seed is None else args.seed,
@@ -480,6 +496,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(
         f"run directories, probe and summary.csv in {args.out}/; tables and figures comparing "
         f"the variants in {Path(args.out) / COMPARE}/"
+    )
+    print(
+        f"HTML reports (open in a browser, offline): {Path(args.out) / COMPARE / REPORT_FILE} "
+        f"and {REPORT_FILE} in each variant's folder"
     )
     return 0
 
@@ -616,6 +636,48 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="one self-contained HTML report of a run or compare directory",
+        description="Writes report.html (offline: inline script, images embedded). For a run "
+        "directory: facts, summary and figure, a paginated sortable table of all units with a "
+        "filter and a concept search, and unit cards (top images with the unit's heatmap and a "
+        "crop around its peak when --probe is given). For a compare directory: its figures, "
+        "tables and links to the runs' reports. Views open from the URL hash, e.g. "
+        "report.html#concept=spiculated.",
+    )
+    p.add_argument("path", metavar="RUN_OR_COMPARE_DIR", help="a run or compare directory")
+    p.add_argument("--out", help="HTML file to write (default: PATH/report.html)")
+    p.add_argument("--probe", help="the run's probe: cards get top images with heatmaps")
+    p.add_argument(
+        "--cards",
+        type=int,
+        default=8,
+        help="cards for the N best-scoring units per layer (default 8; every unit when the run "
+        "has at most 300; 0: none)",
+    )
+    p.add_argument(
+        "--card-images", type=int, default=5, help="top images drawn per card (default 5)"
+    )
+    p.add_argument("--target", help="the run's target spec (when its weights are a file)")
+    p.add_argument("--dissector", help="the run's dissector spec (when its weights are a file)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
+    p.add_argument("--quiet", action="store_true", help="warnings and errors only")
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from mammodissect.report import report
+
+    written = report(
+        args.path, out=args.out, probe=args.probe, cards=args.cards,
+        card_images=args.card_images, target=args.target, dissector=args.dissector,
+        device=args.device,
+    )  # fmt: skip
+    print(f"-> {written}")
+    return 0
+
+
 def _cmd_summary(args: argparse.Namespace) -> int:
     from mammodissect.api import write_summary
 
@@ -705,6 +767,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "summary": _cmd_summary,
             "compare": _cmd_compare,
             "evaluate": _cmd_evaluate,
+            "report": _cmd_report,
         }
         return commands[args.command](args)
     except MammodissectError as err:

@@ -22,8 +22,9 @@ from mammodissect.api import Dissection, compare, dissect
 from mammodissect.models.phantom_clip import PHANTOM_CLIP_SIZE
 from mammodissect.phantom.generate import generate
 from mammodissect.phantom.write import write_phantoms
+from mammodissect.report import REPORT_FILE, report
 
-__all__ = ["DEMO_SEED", "Variant", "demo_variants", "run_demo", "summarise"]
+__all__ = ["DEMO_SEED", "REPORT_FILE", "Variant", "demo_variants", "run_demo", "summarise"]
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +108,13 @@ def run_demo(
     device: str = "auto",
     quiet: bool = False,
     num_workers: int = 2,
+    report_cards: int = 3,
 ) -> pd.DataFrame:
     """Run the demo; returns the summary table (also written as ``OUT/summary.csv``) and
-    writes the comparison of the variants (:func:`mammodissect.compare`) to ``OUT/compare``."""
+    writes the comparison of the variants (:func:`mammodissect.compare`) to ``OUT/compare``
+    and the HTML reports (:func:`mammodissect.report`) of each variant and of the comparison
+    (``report.html``; unit cards with 3 top images for the ``report_cards`` best units per
+    layer)."""
     out = Path(out)
     manifest = write_phantoms(out / "probe", generate(images, seed=seed))
     variants = demo_variants(blocks)
@@ -121,6 +126,10 @@ def run_demo(
             quiet=quiet, num_workers=num_workers,
         )  # fmt: skip
     comparison = compare([out / name for name in results], out / COMPARE)
+    for variant in variants:  # the runs' reports first: the comparison's report links them
+        report(out / variant.name, probe=manifest, cards=report_cards, card_images=3,
+               target=variant.target, device=device)  # fmt: skip
+    report(out / COMPARE)
     summary = pd.DataFrame(
         {**summarise(v.name, results[v.name], comparison), "model": v.description} for v in variants
     )
