@@ -229,6 +229,30 @@ def test_compare_thresholds_counts_and_mapping(runs, tmp_path):
     assert result.layers["passing_global"].tolist() == table["passing_global"].tolist()
 
 
+def _write_null(run: Path, p99: float) -> None:
+    """The part of `mammodissect evaluate`'s evaluation_layers.csv that compare reads."""
+    info = json.loads((run / "run.json").read_text())
+    layers = [layer["name"] for layer in info["layers"]]
+    pd.DataFrame({"layer": layers, "null_p99": p99}).to_csv(
+        run / "evaluation_layers.csv", index=False
+    )
+
+
+def test_compare_null_threshold_when_every_run_was_evaluated(runs, tmp_path):
+    _write_null(runs["G"], 0.45)
+    _write_null(runs["M"], 0.55)
+    table = compare([runs["G"], runs["M"]], None, names="G,M").layers
+    g, m = table[table["run"] == "G"], table[table["run"] == "M"]
+    assert g["null_threshold"].tolist() == [0.55] * 11  # the larger of the runs' 99th pct
+    # G: unit 3 (mass, 0.52 + 0.021 i) from layer 2, unit 2 (red, 0.42 + 0.021 i) from layer 7
+    assert g["passing_null"].tolist() == [0, 0] + [1] * 5 + [2] * 4
+    assert g["mammography_null"].tolist() == [0, 0] + [1] * 9
+    assert m["passing_null"].tolist() == [1] * 11 and m["mammography_null"].tolist() == [1] * 11
+    # a run without evaluation: no null-based threshold at all
+    table = compare([runs["G"], runs["M"], runs["C"]], None, names="G,M,C").layers
+    assert table["null_threshold"].isna().all() and table["passing_null"].isna().all()
+
+
 def test_compare_finetune_changes(runs, tmp_path):
     compare([runs["G"], runs["M"], runs["C"]], tmp_path / "cmp", names=["G", "M", "C"])
     cats = pd.read_csv(tmp_path / "cmp" / "categories.csv")

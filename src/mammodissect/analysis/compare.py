@@ -53,6 +53,7 @@ from mammodissect.analysis.runs import (
     label_pairs,
     layer_scores,
     load_run,
+    read_null,
     top_counts,
 )
 from mammodissect.analysis.summary import category_counts
@@ -73,7 +74,9 @@ log = logging.getLogger(__name__)
 THRESHOLD_RULE = (
     "top-1 score per unit; local threshold = the run's layer mean; global threshold = the "
     "largest of the compared runs' layer means for the aligned layer (Mammo-CLIP Dissect); "
-    "a unit passes when its score >= the threshold; all counts use the global threshold"
+    "a unit passes when its score >= the threshold; all counts use the global threshold; "
+    "null_threshold (when every run was evaluated with mammodissect evaluate) = the largest of "
+    "the runs' 99th percentiles of top-1 scores with activations permuted across images"
 )
 ALIGNMENT_RULES = {
     "position": "same number of layers in every run: aligned by position in model order",
@@ -94,6 +97,9 @@ COMPARE_COLUMNS = [
     "threshold_run",
     "passing_local",
     "passing_global",
+    "null_threshold",
+    "passing_null",
+    "mammography_null",
     "mammography",
     "control",
     "mammography_fraction",
@@ -559,15 +565,21 @@ def compare(
     layer_rows = []
     broad_rows = []
     stats = [layer_scores(d.best, [row[i] for row in alignment.layers]) for i, d in enumerate(dirs)]
+    nulls = [read_null(d) for d in dirs]
     for position, (label, row) in enumerate(zip(alignment.labels, alignment.layers, strict=True)):
         means = [float(s["score_mean"].iloc[position]) for s in stats]
         top = int(np.nanargmax(means))
         threshold = means[top]
+        # the null-based alternative: the larger of the runs' 99th null percentiles (when
+        # every run was evaluated)
+        p99 = [None if null is None else null.get(row[i]) for i, null in enumerate(nulls)]
+        null_threshold = np.nan if None in p99 else max(p99)
         for i, (name, run) in enumerate(zip(names, dirs, strict=True)):
             units = run.best[run.best["layer"] == row[i]]
             passing = units[units["score"] >= threshold].assign(
                 run=name, position=position, aligned_layer=label
             )
+            above_null = units[units["score"] >= null_threshold]
             passing_rows.append(passing)
             mammography = int((passing["kind"] == MAMMOGRAPHY).sum())
             control = int((passing["kind"] == CONTROL).sum())
@@ -588,6 +600,13 @@ def compare(
                     "threshold_run": names[top],
                     "passing_local": int((units["score"] >= means[i]).sum()),
                     "passing_global": len(passing),
+                    "null_threshold": null_threshold,
+                    "passing_null": np.nan if np.isnan(null_threshold) else len(above_null),
+                    "mammography_null": (
+                        np.nan
+                        if np.isnan(null_threshold)
+                        else int((above_null["kind"] == MAMMOGRAPHY).sum())
+                    ),
                     "mammography": mammography,
                     "control": control,
                     "mammography_fraction": (

@@ -26,6 +26,7 @@ from mammodissect.errors import MammodissectError
 __all__ = [
     "CONCEPTS_FILE",
     "CONTROL",
+    "EVALUATION_LAYERS_FILE",
     "MAMMOGRAPHY",
     "UNKNOWN",
     "RunDir",
@@ -35,6 +36,7 @@ __all__ = [
     "layer_scores",
     "load_run",
     "read_neurons",
+    "read_null",
     "top_counts",
 ]
 
@@ -205,6 +207,21 @@ def load_run(path: str | Path) -> RunDir:
     best["kind"] = [kind_of(c) for c in best["control"]]
     layers, units = _layer_order(info, neurons)
     return RunDir(path=path, info=info, best=best, layers=layers, units=units)
+
+
+#: Written by ``mammodissect evaluate``: per layer, the null distribution's percentiles.
+EVALUATION_LAYERS_FILE = "evaluation_layers.csv"
+
+
+def read_null(run: RunDir) -> dict[str, float] | None:
+    """Layer -> the 99th percentile of the null's top-1 scores (``mammodissect evaluate``), or
+    None when the run has not been evaluated."""
+    path = run.path / EVALUATION_LAYERS_FILE
+    if not path.is_file():
+        return None
+    table = pd.read_csv(path, keep_default_na=False)
+    pairs = zip(table["layer"], table["null_p99"], strict=True)
+    return {str(layer): float(value) for layer, value in pairs}
 
 
 def layer_scores(best: pd.DataFrame, layers: list[str]) -> pd.DataFrame:
