@@ -223,3 +223,61 @@ def test_cli_round_trip_and_errors(tmp_path: Path, planted_probe: Path, concept_
     assert "cache" in message and "rerun `mammodissect run`" in message
     with pytest.raises(MammodissectError, match="not found"):
         evaluate(tmp_path / "nowhere")
+
+
+# --- similarity functions compared on the same grounding ------------------------------------
+
+
+def test_similarity_table_right_beats_shuffled(planted_runs: dict) -> None:
+    from mammodissect.evaluate.similarities import SIMILARITY_COLUMNS, compare_similarities
+
+    names = ["soft_wpmi", "wpmi", "cos_similarity", "cos_similarity_cubed", "rank_reorder"]
+    tables = {}
+    for run, dissector in (("right", None), ("shuffled", ShuffledDissector())):
+        evaluate(planted_runs[run], probe=planted_runs["probe"], dissector=dissector,
+                 quiet=True, bootstrap=50)  # fmt: skip
+        tables[run] = compare_similarities(
+            planted_runs[run], similarities=names, top_ks=(5, 20), dissector=dissector,
+            null_seeds=2, bootstrap=50,
+        )  # fmt: skip
+    right, wrong = tables["right"], tables["shuffled"]
+    assert list(right.columns) == SIMILARITY_COLUMNS
+    assert len(right) == 7  # two top_k each for soft_wpmi and wpmi, one for the other three
+    assert right["setting"].is_unique and right["grounded_units"].eq(6).all()
+    assert sorted(right.loc[right["similarity"] == "wpmi", "top_k"]) == [5, 20]
+    assert (right["top1_match"].to_numpy() > wrong["top1_match"].to_numpy()).all()
+    assert (right["top1_match_low"] <= right["top1_match"]).all()
+    assert right["units_above_null_99"].notna().all()
+    run_dir = planted_runs["right"]
+    written = pd.read_csv(run_dir / "similarities.csv")
+    assert written["setting"].tolist() == right["setting"].tolist()
+    png = run_dir / "similarities.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (run_dir / "similarities.svg").is_file()
+    from matplotlib.image import imread
+
+    pixels = imread(png)
+    assert pixels[..., :3].std() > 0.05  # not blank
+    with pytest.raises(MammodissectError, match="unknown similarity 'wpmii'"):
+        compare_similarities(run_dir, similarities=["wpmii"])
+
+
+def test_similarity_table_needs_an_evaluation(planted_runs: dict) -> None:
+    from mammodissect.evaluate.similarities import compare_similarities
+
+    with pytest.raises(MammodissectError, match="evaluation.csv is missing"):
+        compare_similarities(planted_runs["right"], similarities=["wpmi"])
+
+
+def test_cli_similarities(planted_runs: dict, capsys: pytest.CaptureFixture) -> None:
+    run_dir = planted_runs["right"]  # no --probe: nothing grounded, agreement left empty
+    code = main(["evaluate", str(run_dir), "--quiet", "--bootstrap", "10", "--null-seeds", "1",
+                 "--similarities", "wpmi,cos_similarity", "--top-k", "5,20"])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "wpmi (top_k=20): top-1 n/a" in printed and "similarities.csv" in printed
+    assert len(pd.read_csv(run_dir / "similarities.csv")) == 3
+    assert main(["evaluate", str(run_dir), "--quiet", "--similarities", "wpmi",
+                 "--top-k", "five"]) == 2  # fmt: skip
+    assert "--top-k must be comma-separated integers" in capsys.readouterr().err
+    assert main(["evaluate", str(run_dir), "--quiet", "--similarities", "cosine"]) == 2
+    assert "unknown similarity 'cosine'" in capsys.readouterr().err

@@ -607,11 +607,25 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, help="grounding batch size (default: the run's)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--similarities",
+        help="also relabel every unit with each of these similarity functions (comma-separated, "
+        "e.g. soft_wpmi,wpmi,cos_similarity,cos_similarity_cubed,rank_reorder) on the cached "
+        "activations and score each against the same grounding: similarities.csv/.png",
+    )
+    p.add_argument(
+        "--top-k",
+        default="20,100",
+        help="top_k values for soft_wpmi and wpmi in --similarities (comma-separated; 20,100)",
+    )
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from mammodissect.evaluate import evaluate
+    from mammodissect.evaluate.similarities import similarity_settings
 
+    if args.similarities:  # bad names or top_k fail before the evaluation runs
+        similarity_settings(args.similarities.split(","), _top_ks(args.top_k))
     result = evaluate(
         args.run_dir, probe=args.probe, target=args.target, dissector=args.dissector,
         cache_dir=args.cache_dir, null_seeds=args.null_seeds, quantile=args.quantile,
@@ -633,7 +647,37 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     for note in result.info["notes"]:
         print(f"note: {note}")
     print("-> evaluation.csv, evaluation_layers.csv, evaluation.json")
+    if args.similarities:
+        _compare_similarities(args, result.units)
     return 0
+
+
+def _top_ks(text: str) -> list[int]:
+    try:
+        return [int(k) for k in text.split(",") if k.strip()]
+    except ValueError as err:
+        raise MammodissectError(
+            f"--top-k must be comma-separated integers (e.g. 20,100), got {text!r}"
+        ) from err
+
+
+def _compare_similarities(args: argparse.Namespace, units: Any) -> None:
+    import math
+
+    from mammodissect.evaluate.similarities import compare_similarities
+
+    names = [n.strip() for n in args.similarities.split(",") if n.strip()]
+    top_ks = _top_ks(args.top_k)
+    table = compare_similarities(
+        args.run_dir, similarities=names, top_ks=top_ks, evaluation=units,
+        dissector=args.dissector, cache_dir=args.cache_dir, null_seeds=args.null_seeds,
+        bootstrap=args.bootstrap, seed=args.seed,
+    )  # fmt: skip
+    for row in table.itertuples():
+        top1 = "n/a" if math.isnan(row.top1_match) else f"{row.top1_match:.2f}"
+        top5 = "n/a" if math.isnan(row.top5_match) else f"{row.top5_match:.2f}"
+        print(f"  {row.setting}: top-1 {top1}, top-5 {top5}")
+    print("-> similarities.csv, similarities.png, similarities.svg")
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:

@@ -34,10 +34,10 @@ from mammodissect.errors import MammodissectError
 from mammodissect.hooks import StopForward, first_tensor, hooked, pool
 from mammodissect.models.base import Dissector, Preprocess, Target, describe_preprocess
 from mammodissect.precision import autocast, fingerprint_parts, memory_format
-from mammodissect.probe import Probe, read_image_with_info
+from mammodissect.probe import Probe, load_probe, read_image_with_info
 from mammodissect.topk import RunningTopK
 
-__all__ = ["Recording", "probe_batches", "probe_digest", "record"]
+__all__ = ["Recording", "matching_probe", "probe_batches", "probe_digest", "record"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,19 @@ def probe_digest(probe: Probe) -> str:
     """A hash of the probe listing (ids, relative paths, sizes, times) in probe order."""
     text = json.dumps(probe.listing(), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def matching_probe(probe: Any, run: str, fingerprint: str | None) -> Probe:
+    """``probe`` (a :class:`Probe` or what :func:`load_probe` reads), checked to be the probe
+    the run directory ``run`` recorded: its listing must hash to ``fingerprint`` (run.json's
+    ``fingerprints.probe``; None skips the check)."""
+    loaded = probe if isinstance(probe, Probe) else load_probe(probe)
+    if fingerprint is not None and probe_digest(loaded) != fingerprint:
+        raise MammodissectError(
+            f"probe {Path(str(loaded.root)).name!r} is not the probe run {run!r} used "
+            "(its listing differs from run.json's fingerprint); give the run's probe"
+        )
+    return loaded
 
 
 #: Reading facts kept per image (never patient tags): see probe.read_image_with_info.

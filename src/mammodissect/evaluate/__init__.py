@@ -6,9 +6,12 @@ Modules, one job each: :mod:`~mammodissect.evaluate.source` (the run and its cac
 :mod:`~mammodissect.evaluate.null` (permutation null), :mod:`~mammodissect.evaluate.masks`
 (masks and boxes as concept masks), :mod:`~mammodissect.evaluate.grounding` (IoU),
 :mod:`~mammodissect.evaluate.agreement` (label vs truth), :mod:`~mammodissect.evaluate.tables`
-(outputs), :mod:`~mammodissect.evaluate.core` (the pipeline).
+(outputs), :mod:`~mammodissect.evaluate.core` (the pipeline),
+:mod:`~mammodissect.evaluate.similarities` (``compare_similarities``: every similarity setting
+scored against the same grounding, ``similarities.csv``).
 """
 
 from mammodissect.evaluate.core import Evaluation, evaluate
+from mammodissect.evaluate.similarities import compare_similarities
 
-__all__ = ["Evaluation", "evaluate"]
+__all__ = ["Evaluation", "compare_similarities", "evaluate"]

@@ -38,8 +38,8 @@ from mammodissect.evaluate.grounding import UNGROUNDED, Grounding, ground
 from mammodissect.evaluate.masks import mask_source
 from mammodissect.evaluate.null import NullBaseline, null_baseline, top1_scores
 from mammodissect.evaluate.source import RunSource, open_run, run_config
-from mammodissect.probe import Probe, load_probe
-from mammodissect.record import probe_digest
+from mammodissect.probe import Probe
+from mammodissect.record import matching_probe
 from mammodissect.similarity import get_similarity
 
 __all__ = ["Evaluation", "evaluate"]
@@ -276,14 +276,7 @@ def _probe(probe: Any, source: RunSource, notes: list[str]) -> Probe | None:
     if probe is None:
         notes.append("no probe given (pass --probe, the run's probe): grounding skipped")
         return None
-    loaded = probe if isinstance(probe, Probe) else load_probe(probe)
-    expected = source.run.fingerprint("probe")
-    if expected is not None and probe_digest(loaded) != expected:
-        raise MammodissectError(
-            f"probe {Path(str(loaded.root)).name!r} is not the probe run {source.run.name!r} "
-            "used (its listing differs from run.json's fingerprint); give the run's probe"
-        )
-    return loaded
+    return matching_probe(probe, source.run.name, source.run.fingerprint("probe"))
 
 
 def _unit_table(

@@ -238,17 +238,10 @@ def _pictures(
             "(mammodissect report RUN --probe PROBE draws each card's top images and heatmaps)."
         )
     from mammodissect.api import resolve_device
-    from mammodissect.probe import Probe, load_probe
-    from mammodissect.record import probe_digest
+    from mammodissect.record import matching_probe
     from mammodissect.report.images import render_cards
 
-    loaded = probe if isinstance(probe, Probe) else load_probe(probe)
-    expected = data.run.fingerprint("probe")
-    if expected is not None and probe_digest(loaded) != expected:
-        raise MammodissectError(
-            f"probe {Path(str(loaded.root)).name!r} is not the probe run {data.run.name!r} used "
-            "(its listing differs from run.json's fingerprint); give the run's probe"
-        )
+    loaded = matching_probe(probe, data.run.name, data.run.fingerprint("probe"))
     model = _target(data, loaded, *models)
     tops = data.top_images.sort_values(["rank"], kind="stable")
     wanted = set(chosen)

@@ -1,0 +1,337 @@
+"""Which similarity function labels units best? Every setting re-scored on a run's caches.
+
+For each similarity setting (a function of :data:`mammodissect.similarity.SIMILARITIES` and,
+for ``soft_wpmi`` and ``wpmi``, one row per ``top_k``), every unit of the run is labelled again
+from the cached activations A and the dissector's cached image embeddings (with the concept
+embeddings re-encoded: S = images x concepts cosines), with no forward pass of the target. The
+grounded concepts come from the run's evaluation (``evaluate`` computes them once, from masks
+or boxes; here they are reused, never recomputed), and each setting is scored by the same
+agreement metrics as ``evaluation.csv`` (top-1, top-5, same category, same broad category,
+MiniLM cosine; bootstrap 95% intervals over grounded units) plus the units above that
+setting's own 99th-percentile null (activations permuted across images, ``null_seeds``
+permutations per layer; ``null_seeds=0`` skips it).
+
+A setting's other parameters are the function's defaults, or the run's parameters when the run
+used that function (``top_k`` replaced by the setting's).
+
+Writes into the run directory ``similarities.csv`` (one row per setting,
+:data:`SIMILARITY_COLUMNS`) and ``similarities.png``/``.svg`` (grouped bars of top-1 and top-5
+agreement with their intervals).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from mammodissect import concepts as concept_sets
+from mammodissect.analysis.runs import CONCEPTS_FILE
+from mammodissect.config import default_cache_dir
+from mammodissect.errors import MammodissectError
+from mammodissect.evaluate.agreement import (
+    METRICS,
+    agreement_flags,
+    minilm_cosines,
+    summarize_agreement,
+)
+from mammodissect.evaluate.grounding import UNGROUNDED
+from mammodissect.evaluate.null import null_baseline
+from mammodissect.evaluate.source import RunSource, open_run, run_config
+from mammodissect.evaluate.tables import EVALUATION_FILE
+from mammodissect.similarity import SIMILARITIES, get_similarity
+
+__all__ = [
+    "SIMILARITIES_FILE",
+    "SIMILARITY_COLUMNS",
+    "TOP_K_SIMILARITIES",
+    "compare_similarities",
+    "plot_similarities",
+    "similarity_settings",
+]
+
+log = logging.getLogger(__name__)
+
+SIMILARITIES_FILE = "similarities.csv"
+#: Functions with a ``top_k`` parameter: one setting per ``top_k``.
+TOP_K_SIMILARITIES: tuple[str, ...] = ("soft_wpmi", "wpmi")
+_METRIC_COLUMNS = [f"{m}{s}" for m in METRICS for s in ("", "_low", "_high")]
+#: ``similarities.csv``'s columns.
+SIMILARITY_COLUMNS = [
+    "setting",
+    "similarity",
+    "top_k",
+    "params",
+    "units",
+    "grounded_units",
+    *_METRIC_COLUMNS,
+    "units_above_null_99",
+    "fraction_above_null_99",
+    "seconds",
+]
+
+
+def similarity_settings(
+    names: Sequence[str],
+    top_ks: Sequence[int] = (20, 100),
+    run_similarity: str | None = None,
+    run_params: dict[str, Any] | None = None,
+) -> list[tuple[str, str, dict[str, Any]]]:
+    """The settings to score: ``(setting name, function name, parameters)``.
+
+    Parameters
+    ----------
+    names:
+        Similarity function names (keys of :data:`mammodissect.similarity.SIMILARITIES`).
+    top_ks:
+        ``top_k`` values for ``soft_wpmi`` and ``wpmi`` (one setting each).
+    run_similarity, run_params:
+        The run's function and parameters: that function's settings start from them.
+
+    Raises
+    ------
+    MammodissectError
+        For an unknown name (with the closest valid one), an empty list, or a ``top_k`` < 1.
+
+    Examples
+    --------
+    >>> [s[0] for s in similarity_settings(["wpmi", "cos_similarity"], [5, 20])]
+    ['wpmi (top_k=5)', 'wpmi (top_k=20)', 'cos_similarity']
+    """
+    if not names:
+        raise MammodissectError(
+            f"no similarity function given; name some of {', '.join(SIMILARITIES)}"
+        )
+    if any(int(k) < 1 for k in top_ks) or not top_ks:
+        raise MammodissectError(f"top_k values must be integers >= 1, got {list(top_ks)}")
+    settings: list[tuple[str, str, dict[str, Any]]] = []
+    for name in dict.fromkeys(names):
+        get_similarity(name)  # unknown names raise here
+        base = dict(run_params or {}) if name == run_similarity else {}
+        if name in TOP_K_SIMILARITIES:
+            for k in dict.fromkeys(int(k) for k in top_ks):
+                settings.append((f"{name} (top_k={k})", name, {**base, "top_k": k}))
+        else:
+            base.pop("top_k", None)
+            settings.append((name, name, base))
+    return settings
+
+
+def compare_similarities(
+    run_dir: str | Path,
+    *,
+    similarities: Sequence[str] = tuple(SIMILARITIES),
+    top_ks: Sequence[int] = (20, 100),
+    evaluation: pd.DataFrame | None = None,
+    dissector: Any = None,
+    cache_dir: str | Path | None = None,
+    null_seeds: int = 5,
+    bootstrap: int = 1000,
+    seed: int = 0,
+    write: bool = True,
+) -> pd.DataFrame:
+    """Score every similarity setting by how well its labels agree with grounded concepts.
+
+    Parameters
+    ----------
+    run_dir:
+        A run directory written by ``mammodissect run --out DIR``.
+    similarities:
+        Similarity function names to compare.
+    top_ks:
+        ``top_k`` values for ``soft_wpmi`` and ``wpmi`` (at least one; values above the
+        number of images are clamped with a logged warning).
+    evaluation:
+        The run's per-unit evaluation (``Evaluation.units``: ``layer, unit,
+        grounded_concept``); default: ``evaluation.csv`` in ``run_dir``.
+    dissector:
+        The run's dissector (spec or loaded) when run.json's cannot be reloaded.
+    cache_dir:
+        The cache folder the run used (default: the default cache folder).
+    null_seeds:
+        Permutations per layer for each setting's null (0: skip the null columns).
+    bootstrap:
+        Bootstrap resamples for the 95% intervals (0: none).
+    seed:
+        Seed of the permutations and the bootstrap.
+    write:
+        Write ``similarities.csv`` and ``similarities.png``/``.svg`` into ``run_dir``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per setting, columns :data:`SIMILARITY_COLUMNS`.
+
+    Raises
+    ------
+    MammodissectError
+        When the run, its caches or its evaluation are missing, a name is unknown, or the
+        dissector is not the run's.
+    """
+    from mammodissect.evaluate.core import _check_scores
+    from mammodissect.models import load_dissector
+
+    root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    source = open_run(run_dir, root)
+    truth = _grounded_truth(source, evaluation)
+    config = run_config(source, dissector=dissector, cache_dir=str(root))
+    info_sim = source.run.info.get("similarity", {})
+    run_name = info_sim.get("name", config.similarity)
+    run_params = dict(info_sim.get("params", config.similarity_params))
+    settings = similarity_settings(similarities, top_ks, run_name, run_params)
+    if null_seeds < 0:
+        raise MammodissectError(f"null seeds must be >= 0 (0 skips the null), got {null_seeds}")
+
+    concepts = concept_sets.load(source.run.path / CONCEPTS_FILE)
+    model = config.dissector
+    if isinstance(model, str):
+        model = load_dissector(model)
+    with torch.inference_mode():
+        texts, _ = concept_sets.encode_concepts(model, concepts, config.prompts, config.lowercase)
+        cosines = torch.from_numpy(source.embeddings()) @ texts.float().cpu().T
+    activations = {layer: torch.from_numpy(source.activations(layer)) for layer in source.layers}
+    run_function = get_similarity(run_name)
+    for layer, values in activations.items():  # the cached S and A must give the run's scores
+        scores = run_function(cosines, values, **run_params).max(dim=1).values
+        _check_scores(source, layer, scores.float().cpu().numpy())
+
+    frame = concepts.to_frame().drop_duplicates("concept").set_index("concept")
+    has_categories = bool(frame[["category", "broad_category"]].notna().any().any())
+    names = np.asarray(concepts.concepts, dtype=object)
+    rows = []
+    for setting, name, params in settings:
+        started = time.perf_counter()
+        function = get_similarity(name)
+        ranked, best, above, total = [], [], 0, 0
+        for values in activations.values():
+            scores = function(cosines, values, **params).float().cpu()
+            order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :5]
+            ranked += [list(names[r]) for r in order.numpy()]
+            best += list(names[order[:, 0].numpy()])
+            total += scores.shape[0]
+            if null_seeds:
+                null = null_baseline(
+                    function, cosines, values, params, seeds=null_seeds, seed=seed,
+                    observed=scores.max(dim=1).values.numpy(),
+                )  # fmt: skip
+                above += int(null.above[99].sum())
+        grounded = truth.notna() & (truth != UNGROUNDED)
+        chosen = np.flatnonzero(grounded.to_numpy())
+        table = agreement_flags(
+            [ranked[i] for i in chosen],
+            list(truth.iloc[chosen]),
+            frame if has_categories else None,
+        )
+        table["cosine"] = minilm_cosines([best[i] for i in chosen], list(truth.iloc[chosen]))
+        rows.append(
+            {
+                "setting": setting,
+                "similarity": name,
+                "top_k": params.get("top_k"),
+                "params": json.dumps(params, sort_keys=True),
+                "units": total,
+                "grounded_units": len(chosen),
+                **summarize_agreement(table, bootstrap, seed),
+                "units_above_null_99": above if null_seeds else None,
+                "fraction_above_null_99": above / total if null_seeds and total else None,
+                "seconds": round(time.perf_counter() - started, 3),
+            }
+        )
+        log.info("%s: %s scored in %.2fs", source.run.name, setting, rows[-1]["seconds"])
+    result = pd.DataFrame(rows, columns=SIMILARITY_COLUMNS)
+    if write:
+        try:
+            result.to_csv(source.run.path / SIMILARITIES_FILE, index=False)
+        except OSError as err:
+            raise MammodissectError(
+                f"cannot write {SIMILARITIES_FILE} into {source.run.name!r} ({err}); check its "
+                "permissions"
+            ) from err
+        plot_similarities(result, source.run.path / "similarities")
+    return result
+
+
+def _grounded_truth(source: RunSource, evaluation: pd.DataFrame | None) -> pd.Series:
+    """Each unit's grounded concept, in the order (layer in model order, unit)."""
+    if evaluation is None:
+        path = source.run.path / EVALUATION_FILE
+        if not path.is_file():
+            raise MammodissectError(
+                f"{source.run.name}/{EVALUATION_FILE} is missing; run `mammodissect evaluate "
+                f"{source.run.name} --probe PROBE` first (its grounding is reused), or pass "
+                "--similarities to that command"
+            )
+        evaluation = pd.read_csv(path)
+    order = pd.MultiIndex.from_tuples(
+        [
+            (layer, int(unit))
+            for layer in source.layers
+            for unit in sorted(source.run.best[source.run.best["layer"] == layer]["unit"])
+        ]
+    )
+    indexed = evaluation.assign(unit=evaluation["unit"].astype(int)).set_index(["layer", "unit"])
+    missing = order.difference(indexed.index)
+    if len(missing):
+        raise MammodissectError(
+            f"the evaluation of run {source.run.name!r} lacks {len(missing)} of its units (e.g. "
+            f"{missing[0]}); rerun `mammodissect evaluate` on it"
+        )
+    truth = indexed["grounded_concept"].reindex(order).astype(object)
+    truth = truth.where(truth.notna(), None).reset_index(drop=True)
+    if not (truth.notna() & (truth != UNGROUNDED)).any():
+        log.warning(
+            "%s: no unit is grounded (evaluate needs --probe with masks or boxes): the agreement "
+            "columns of %s are empty",
+            source.run.name,
+            SIMILARITIES_FILE,
+        )
+    return truth
+
+
+def plot_similarities(table: pd.DataFrame, stem: Path) -> list[Path]:
+    """Grouped bars of top-1 and top-5 agreement per setting, with 95% interval whiskers.
+
+    Parameters
+    ----------
+    table:
+        ``similarities.csv``'s rows.
+    stem:
+        Output path without suffix (``.png`` at 200 dpi and ``.svg`` are written).
+
+    Returns
+    -------
+    list of Path
+        The files written.
+    """
+    from mammodissect.analysis.figures import RUN_PALETTE, _figure, _save, _style
+
+    n = len(table)
+    x = np.arange(n)
+    width = 0.38
+    with _style():
+        fig = _figure(min(14.0, max(5.0, 0.9 * n + 2.5)), 3.8)
+        ax = fig.add_subplot()
+        for i, (metric, label) in enumerate((("top1_match", "top-1"), ("top5_match", "top-5"))):
+            mean = table[metric].to_numpy(dtype=float)
+            low = np.nan_to_num(mean - table[f"{metric}_low"].to_numpy(dtype=float))
+            high = np.nan_to_num(table[f"{metric}_high"].to_numpy(dtype=float) - mean)
+            ax.bar(
+                x + (i - 0.5) * width, np.nan_to_num(mean), width, yerr=[low, high],
+                capsize=3, color=RUN_PALETTE[i], label=label, error_kw={"linewidth": 1.0},
+            )  # fmt: skip
+        ax.set_xticks(x, table["setting"].tolist(), rotation=30 if n > 3 else 0,
+                      ha="right" if n > 3 else "center")  # fmt: skip
+        ax.set_ylim(0.0, 1.05)
+        ax.set_xlim(-0.6, n - 0.4)
+        ax.set_ylabel("agreement with grounded concept")
+        ax.set_title("Label agreement per similarity setting (95% bootstrap intervals)")
+        ax.grid(axis="y", color="0.9", linewidth=0.6)
+        ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+        return _save(fig, stem)
