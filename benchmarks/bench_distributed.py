@@ -27,6 +27,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from mammodissect.phantom import generate, write_phantoms
+
 
 def launch(procs: int, args: list[str], cache: Path, threads: int) -> float:
     env = {
@@ -59,11 +61,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        subprocess.run(
-            [sys.executable, "-m", "mammodissect", "phantom", "write", "--out",
-             str(root / "probe"), "--images", str(opts.images), "--seed", "7"],
-            check=True, capture_output=True,
-        )  # fmt: skip
+        write_phantoms(root / "probe", generate(opts.images, seed=7))
         results = {}
         for procs in (1, opts.procs):
             out = root / f"run{procs}"

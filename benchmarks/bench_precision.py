@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -22,6 +20,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from mammodissect.config import RunConfig
+from mammodissect.phantom import generate, write_phantoms
 from mammodissect.precision import parity_run
 
 
@@ -38,11 +37,7 @@ def main() -> int:
     opts = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        subprocess.run(
-            [sys.executable, "-m", "mammodissect", "phantom", "write", "--out",
-             str(root / "probe"), "--images", str(opts.images), "--seed", "7"],
-            check=True, capture_output=True,
-        )  # fmt: skip
+        write_phantoms(root / "probe", generate(opts.images, seed=7))
         config = RunConfig(
             target=opts.target, dissector=opts.dissector, layers=opts.layers,
             probe=str(root / "probe" / "manifest.csv"), concepts="birads+controls",
