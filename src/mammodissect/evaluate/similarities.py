@@ -37,7 +37,6 @@ from mammodissect.analysis.runs import CONCEPTS_FILE
 from mammodissect.config import default_cache_dir
 from mammodissect.errors import MammodissectError
 from mammodissect.evaluate.agreement import (
-    METRICS,
     agreement_flags,
     minilm_cosines,
     summarize_agreement,
@@ -45,7 +44,7 @@ from mammodissect.evaluate.agreement import (
 from mammodissect.evaluate.grounding import UNGROUNDED
 from mammodissect.evaluate.null import null_baseline
 from mammodissect.evaluate.source import RunSource, open_run, run_config
-from mammodissect.evaluate.tables import EVALUATION_FILE
+from mammodissect.evaluate.tables import EVALUATION_FILE, METRIC_COLUMNS
 from mammodissect.similarity import SIMILARITIES, get_similarity
 
 __all__ = [
@@ -62,7 +61,6 @@ log = logging.getLogger(__name__)
 SIMILARITIES_FILE = "similarities.csv"
 #: Functions with a ``top_k`` parameter: one setting per ``top_k``.
 TOP_K_SIMILARITIES: tuple[str, ...] = ("soft_wpmi", "wpmi")
-_METRIC_COLUMNS = [f"{m}{s}" for m in METRICS for s in ("", "_low", "_high")]
 #: ``similarities.csv``'s columns.
 SIMILARITY_COLUMNS = [
     "setting",
@@ -71,7 +69,7 @@ SIMILARITY_COLUMNS = [
     "params",
     "units",
     "grounded_units",
-    *_METRIC_COLUMNS,
+    *METRIC_COLUMNS,
     "units_above_null_99",
     "fraction_above_null_99",
     "seconds",

@@ -44,6 +44,7 @@ __all__ = [
     "EVALUATION_JSON",
     "EVALUATION_LAYERS_FILE",
     "LAYER_COLUMNS",
+    "METRIC_COLUMNS",
     "UNIT_COLUMNS",
     "layer_table",
     "overall",
@@ -66,7 +67,8 @@ UNIT_COLUMNS = [
     "iou",
     *METRICS,
 ]
-_METRIC_COLUMNS = [f"{m}{s}" for m in METRICS for s in ("", "_low", "_high")]
+#: Each agreement metric with its bootstrap interval.
+METRIC_COLUMNS = [f"{m}{s}" for m in METRICS for s in ("", "_low", "_high")]
 LAYER_COLUMNS = [
     "layer",
     "position",
@@ -81,7 +83,7 @@ LAYER_COLUMNS = [
     "fraction_above_null_99",
     "grounded_units",
     "exact_thresholds",
-    *_METRIC_COLUMNS,
+    *METRIC_COLUMNS,
 ]
 
 
