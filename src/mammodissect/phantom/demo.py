@@ -21,6 +21,7 @@ from mammodissect.analysis import Comparison
 from mammodissect.api import Dissection, compare, dissect
 from mammodissect.models.phantom_clip import PHANTOM_CLIP_SIZE
 from mammodissect.phantom.generate import generate
+from mammodissect.phantom.targets import C_TASKS
 from mammodissect.phantom.write import write_phantoms
 from mammodissect.report import REPORT_FILE, report
 
@@ -31,12 +32,6 @@ log = logging.getLogger(__name__)
 #: Phantoms of the demo probe: far from phantom-clip's training seed (0) and held-out seed.
 DEMO_SEED = 2026
 CONCEPTS = "birads+controls"
-#: The C variants: phantom task -> what it was fine-tuned for (``phantom-c-TASK`` targets).
-C_VARIANTS = {
-    "density": "density (4 classes)",
-    "mass": "mass",
-    "calcification": "suspicious calcification",
-}
 DISSECTOR = "phantom-clip"
 #: Sub-folder of the demo's output with the comparison of the variants (tables, figures).
 COMPARE = "compare"
@@ -66,9 +61,9 @@ def demo_variants(blocks: str = "*.*") -> list[Variant]:
         Variant("M", "phantom-clip's image encoder (trained on phantoms)", DISSECTOR,
                 f"image_encoder.blocks.{blocks}"),
         *(
-            Variant(f"C-{task}", f"M fine-tuned for {what}", f"phantom-c-{task}",
-                    f"image_encoder.blocks.{blocks}")
-            for task, what in C_VARIANTS.items()
+            Variant(f"C-{task}", f"M fine-tuned for {column.replace('_', ' ')}",
+                    f"phantom-c-{task}", f"image_encoder.blocks.{blocks}")
+            for task, column in C_TASKS.items()
         ),
     ]  # fmt: skip
 
@@ -83,15 +78,14 @@ def summarise(name: str, result: Dissection, comparison: Comparison) -> dict[str
     comparison (as the study counts them). Then the top concepts of the last layer.
     """
     best = result.neurons[result.neurons["rank"] == 1]
-    concepts = pd.read_csv(result.out / "concepts.csv", keep_default_na=False, dtype=str)
-    mammography_concepts = concepts["control"].str.lower() != "true"
+    concepts = comparison.info["concepts"]  # the concept set's size and mammography count
     rows = comparison.layers[comparison.layers["run"] == name]
     last = best[best["layer"] == best["layer"].iloc[-1]]
     return {
         "variant": name,
         "units": len(best),
         "mammography_units": int(best["control"].eq(False).sum()),
-        "mammography_share": round(float(mammography_concepts.mean()), 4),
+        "mammography_share": round(concepts["mammography"] / concepts["count"], 4),
         "passing_units": int(rows["passing_global"].sum()),
         "passing_mammography_units": int(rows["mammography"].sum()),
         "last_layer": last["layer"].iloc[0],
