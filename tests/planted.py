@@ -142,3 +142,25 @@ class PlantedDissector:
 
 def make_dissector() -> PlantedDissector:
     return PlantedDissector()
+
+
+class PlantedClassifier(nn.Module):
+    """A classifier whose head unit j is the mean of cell j: the class ``planted feature j``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = CellMeans()
+        self.classifier = nn.Module()
+        self.classifier.classification_head = nn.Linear(N_FEATURES, N_FEATURES)
+        with torch.no_grad():
+            self.classifier.classification_head.weight.copy_(torch.eye(N_FEATURES))
+            self.classifier.classification_head.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier.classification_head(self.features(x).mean((2, 3)))
+
+
+def make_classifier() -> Target:
+    """A C-variant-like target: its head's classes are the planted concepts."""
+    info = {"task": "feature", "kind": "multiclass", "classes": list(CONCEPTS)}
+    return Target(PlantedClassifier(), PREPROCESS, "planted-classifier", {"planted": 2}, info)

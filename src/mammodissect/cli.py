@@ -601,6 +601,22 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--null-seeds", type=int, default=5, help="permutations per layer (5)")
     p.add_argument("--quantile", type=float, default=0.995, help="map threshold quantile (0.995)")
     p.add_argument("--iou-threshold", type=float, default=0.04, help="least IoU (0.04)")
+    p.add_argument(
+        "--auroc-threshold",
+        type=float,
+        default=0.75,
+        help="least AUROC for a unit to be grounded in a density/BI-RADS class (0.75)",
+    )
+    p.add_argument(
+        "--head-task",
+        help="the classifier head's task (density, birads, mass, calcification or a column; "
+        "default: the target's, for classifier: targets)",
+    )
+    p.add_argument(
+        "--head-classes",
+        help="the head's classes in unit order, comma-separated (e.g. A,B,C,D; no,yes for a "
+        "one-unit binary head)",
+    )
     p.add_argument("--max-side", type=int, default=320, help="IoU frame's longest side (320)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (1000)")
     p.add_argument("--seed", type=int, default=0, help="seed (0)")
@@ -629,7 +645,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     result = evaluate(
         args.run_dir, probe=args.probe, target=args.target, dissector=args.dissector,
         cache_dir=args.cache_dir, null_seeds=args.null_seeds, quantile=args.quantile,
-        iou_threshold=args.iou_threshold, max_side=args.max_side, bootstrap=args.bootstrap,
+        iou_threshold=args.iou_threshold, auroc_threshold=args.auroc_threshold,
+        head_task=args.head_task,
+        head_classes=args.head_classes.split(",") if args.head_classes else None,
+        max_side=args.max_side, bootstrap=args.bootstrap,
         seed=args.seed, batch_size=args.batch_size, device=args.device, quiet=args.quiet,
     )  # fmt: skip
     counts, overall = result.info["counts"], result.info["overall"]
@@ -644,12 +663,30 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             f"{counts['grounded_units']} units grounded in {result.info['grounding']['source']}; "
             f"top-1 label agreement {shown}"
         )
+    if counts["image_grounded_units"]:
+        top1 = overall["image_top1_match"]
+        print(
+            f"{counts['image_grounded_units']} units grounded in image-level classes "
+            f"({', '.join(result.info['image_labels']['classes'])}); their labels name the "
+            f"class for {top1:.2f}"
+        )
+    head = result.info["head_check"]
+    if head:
+        print(
+            f"classifier head ({head['task']}): {head['units_with_truth']} units, top-1 label in "
+            f"class {_rate(head['top1_in_class'])}, in the top 5 {_rate(head['top5_in_class'])}"
+        )
     for note in result.info["notes"]:
         print(f"note: {note}")
-    print("-> evaluation.csv, evaluation_layers.csv, evaluation.json")
+    written = ["evaluation.csv", "evaluation_layers.csv", "evaluation.json"]
+    print("-> " + ", ".join(written + (["head_check.csv"] if head else [])))
     if args.similarities:
         _compare_similarities(args, result.units)
     return 0
+
+
+def _rate(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 def _top_ks(text: str) -> list[int]:

@@ -1,4 +1,4 @@
-"""Label-quality metrics with known definitions: AUROC and retrieval recall@k."""
+"""Label-quality metrics with known definitions: AUROC, average precision, recall@k."""
 
 from __future__ import annotations
 
@@ -7,30 +7,89 @@ import torch
 
 from mammodissect.errors import MammodissectError
 
-__all__ = ["auroc", "recall_at_k"]
+__all__ = ["auroc", "auroc_columns", "average_precision_columns", "recall_at_k"]
+
+
+def _tie_spans(sorted_columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per position of each column of an ascending-sorted (N, K) array: the first and last
+    position (inclusive) of its run of equal values."""
+    n = sorted_columns.shape[0]
+    index = np.arange(n)[:, None]
+    new_run = np.ones_like(sorted_columns, dtype=bool)
+    new_run[1:] = sorted_columns[1:] != sorted_columns[:-1]
+    first = np.maximum.accumulate(np.where(new_run, index, 0), axis=0)
+    run_ends = np.ones_like(new_run)
+    run_ends[:-1] = new_run[1:]
+    last = np.minimum.accumulate(np.where(run_ends, index, n - 1)[::-1], axis=0)[::-1]
+    return first, last
+
+
+def _columns(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim == 1:
+        scores = scores[:, None]
+    labels = np.asarray(labels, dtype=bool).ravel()
+    if scores.shape[0] != labels.size:
+        raise MammodissectError(f"{scores.shape[0]} scores but {labels.size} labels")
+    return scores, labels
+
+
+def auroc_columns(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """AUROC of every column of ``scores`` (N, K) against one set of binary ``labels`` (N,).
+
+    The probability that a random positive scores above a random negative (ties count one
+    half), from average ranks (Mann-Whitney U). NaN when the labels hold only one class.
+
+    Examples
+    --------
+    >>> auroc_columns(np.array([[0.1, 3.0], [0.4, 1.0], [0.35, 1.0], [0.8, 0.5]]),
+    ...               np.array([0, 0, 1, 1]))
+    array([0.75 , 0.125])
+    """
+    scores, labels = _columns(scores, labels)
+    positives, negatives = int(labels.sum()), int((~labels).sum())
+    if not positives or not negatives:
+        return np.full(scores.shape[1], np.nan)
+    order = np.argsort(scores, axis=0, kind="stable")
+    first, last = _tie_spans(np.take_along_axis(scores, order, axis=0))
+    ranks = np.empty_like(scores)
+    np.put_along_axis(ranks, order, (first + last) / 2.0 + 1.0, axis=0)
+    u = ranks[labels].sum(axis=0) - positives * (positives + 1) / 2.0
+    return u / (positives * negatives)
+
+
+def average_precision_columns(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Average precision (area under the precision-recall curve, step-wise) of every column of
+    ``scores`` (N, K) against binary ``labels`` (N,).
+
+    The mean over positives of the precision at the threshold equal to that positive's score;
+    tied scores form one threshold (so the result does not depend on the order of ties). NaN
+    when there is no positive.
+
+    Examples
+    --------
+    >>> average_precision_columns(np.array([0.9, 0.8, 0.7, 0.6]), np.array([1, 0, 1, 0]))
+    array([0.83333333])
+    """
+    scores, labels = _columns(scores, labels)
+    positives = int(labels.sum())
+    if not positives:
+        return np.full(scores.shape[1], np.nan)
+    order = np.argsort(-scores, axis=0, kind="stable")
+    hits = labels[order]
+    _, last = _tie_spans(np.take_along_axis(-scores, order, axis=0))
+    found = np.cumsum(hits, axis=0)
+    precision = np.take_along_axis(found, last, axis=0) / (last + 1.0)
+    return (precision * hits).sum(axis=0) / positives
 
 
 def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve: the probability that a random positive scores above a random
-    negative (ties count one half), computed from ranks (Mann-Whitney U). NaN when the labels
-    hold only one class."""
+    """AUROC of one score vector (see :func:`auroc_columns`)."""
     scores = np.asarray(scores, dtype=np.float64).ravel()
     labels = np.asarray(labels, dtype=bool).ravel()
     if scores.shape != labels.shape:
         raise MammodissectError(f"{scores.size} scores but {labels.size} labels")
-    positives, negatives = int(labels.sum()), int((~labels).sum())
-    if not positives or not negatives:
-        return float("nan")
-    order = np.argsort(scores, kind="stable")
-    ranks = np.empty(len(scores), dtype=np.float64)
-    sorted_scores = scores[order]
-    # average ranks over ties
-    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
-    ends = np.r_[starts[1:], len(scores)]
-    for start, end in zip(starts, ends, strict=True):
-        ranks[order[start:end]] = (start + end + 1) / 2.0
-    u = ranks[labels].sum() - positives * (positives + 1) / 2.0
-    return float(u / (positives * negatives))
+    return float(auroc_columns(scores, labels)[0])
 
 
 def recall_at_k(similarity: torch.Tensor | np.ndarray, k: int = 5) -> float:

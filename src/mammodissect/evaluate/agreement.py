@@ -137,11 +137,15 @@ def bootstrap_mean(
 
 
 def summarize_agreement(
-    table: pd.DataFrame, resamples: int = 1000, seed: int = 0
+    table: pd.DataFrame,
+    resamples: int = 1000,
+    seed: int = 0,
+    metrics: Sequence[str] = METRICS,
 ) -> Mapping[str, float]:
-    """Per metric: ``METRIC, METRIC_low, METRIC_high`` over ``table``'s grounded units."""
+    """Per metric (a column of ``table``, by default :data:`METRICS`): ``METRIC, METRIC_low,
+    METRIC_high`` over ``table``'s units."""
     out: dict[str, float] = {}
-    for metric in METRICS:
+    for metric in metrics:
         values = (
             table[metric].map(lambda v: np.nan if v is None else float(v)) if len(table) else []
         )

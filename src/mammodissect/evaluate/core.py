@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,14 @@ from mammodissect.errors import MammodissectError
 from mammodissect.evaluate import tables
 from mammodissect.evaluate.agreement import agreement_flags, minilm_cosines
 from mammodissect.evaluate.grounding import UNGROUNDED, Grounding, ground
+from mammodissect.evaluate.head import HeadTask, head_check, head_summary, head_task
+from mammodissect.evaluate.image_labels import (
+    IMAGE_COLUMNS,
+    ImageLabels,
+    image_grounding,
+    image_labels,
+    unit_columns,
+)
 from mammodissect.evaluate.masks import mask_source
 from mammodissect.evaluate.null import NullBaseline, null_baseline, top1_scores
 from mammodissect.evaluate.source import RunSource, open_run, run_config
@@ -59,6 +68,9 @@ class Evaluation:
         ``evaluation_layers.csv``: one row per layer.
     info:
         ``evaluation.json``: settings, overall metrics, counts, notes, timings.
+    head:
+        ``head_check.csv`` (:mod:`mammodissect.evaluate.head`), when the run recorded a
+        classifier head with known classes.
     out:
         The run directory written to (None with ``write=False``).
     """
@@ -66,6 +78,7 @@ class Evaluation:
     units: pd.DataFrame
     layers: pd.DataFrame
     info: dict[str, Any] = field(default_factory=dict)
+    head: pd.DataFrame | None = None
     out: Path | None = None
 
 
@@ -79,6 +92,9 @@ def evaluate(
     null_seeds: int = 5,
     quantile: float = 0.995,
     iou_threshold: float = 0.04,
+    auroc_threshold: float = 0.75,
+    head_task: str | None = None,
+    head_classes: Sequence[str] | None = None,
     max_samples: int = 16384,
     max_side: int = 320,
     bootstrap: int = 1000,
@@ -108,6 +124,12 @@ def evaluate(
         Per-unit activation quantile thresholding the maps (0.995: top 0.5%).
     iou_threshold:
         Least IoU for a unit to count as grounded.
+    auroc_threshold:
+        Least AUROC for a unit to count as grounded in an image-level class (density,
+        BI-RADS; :mod:`mammodissect.evaluate.image_labels`).
+    head_task, head_classes:
+        The task and classes of the target's classifier head (default: from the target, for
+        ``classifier:`` targets); the head check runs when the run recorded the head layer.
     max_samples:
         Map positions sampled per unit for the quantile (exact when the probe has fewer).
     max_side:
@@ -199,11 +221,29 @@ def evaluate(
                     f"{len(unmatched)} mask/finding names match no concept of the run and were "
                     f"left out: {', '.join(unmatched[:10])}{' ...' if len(unmatched) > 10 else ''}"
                 )
+    frame = concepts.to_frame().drop_duplicates("concept")
+    image = image_labels(loaded, source.rows.tolist(), frame) if loaded is not None else None
+    if image is not None:
+        notes += image.notes
+    head = _head_task(source, head_task, head_classes)
+    head_table = None
+    if head is not None and head.layer not in source.layers:
+        notes.append(
+            f"the run did not record the classifier head {head.layer!r}: add it to --layers "
+            "for the head check"
+        )
+    elif head is not None:
+        head_scores = similarity(
+            cosines, torch.from_numpy(source.activations(head.layer)), **params
+        )
+        head_table = head_check(head_scores, list(concepts.concepts), head, frame)
     for note in notes:
         log.warning("%s: %s", name, note)
     timings["grounding"] = _lap(started, sum(timings.values()))
 
-    units = _unit_table(source, nulls, grounding, iou_threshold, concepts)
+    units = _unit_table(
+        source, nulls, grounding, iou_threshold, concepts, image, auroc_threshold
+    )  # fmt: skip
     layers = tables.layer_table(source.layers, units, nulls, grounding, bootstrap, seed)
     overall = tables.overall(units, bootstrap, seed)
     timings["agreement"] = _lap(started, sum(timings.values()))
@@ -214,6 +254,7 @@ def evaluate(
             "null_levels": [95, 99],
             "quantile": quantile,
             "iou_threshold": iou_threshold,
+            "auroc_threshold": auroc_threshold,
             "max_samples": max_samples,
             "max_side": max_side,
             "bootstrap": bootstrap,
@@ -228,6 +269,15 @@ def evaluate(
             "concepts_with_masks": len(grounding.masked) if grounding else 0,
             "exact_thresholds": dict(grounding.exact) if grounding else {},
         },
+        "image_labels": {
+            "classes": image.titles if image is not None else [],
+            "images_labelled": int(image.labelled.any(axis=1).sum()) if image is not None else 0,
+        },
+        "head_check": (
+            {"task": head.task, "classes": list(head.classes), **head_summary(head_table)}
+            if head is not None and head_table is not None
+            else None
+        ),
         "counts": {
             "layers": len(source.layers),
             "units": len(units),
@@ -238,14 +288,17 @@ def evaluate(
             "grounded_units": int(
                 (units["grounded_concept"].fillna(UNGROUNDED) != UNGROUNDED).sum()
             ),
+            "image_grounded_units": int(units["image_class"].notna().sum()),
         },
         "overall": overall,
         "notes": notes,
         "timings_s": timings,
     }
-    result = Evaluation(units=units, layers=layers, info=info)
+    result = Evaluation(units=units, layers=layers, info=info, head=head_table)
     if write:
-        result.out = tables.write(source.run.path, result.units, result.layers, result.info)
+        result.out = tables.write(
+            source.run.path, result.units, result.layers, result.info, head=head_table
+        )
         above = dict(zip(layers["layer"], layers["units_above_null_99"], strict=True))
         write_summary(source.run.path, extra={"units_above_null": above})
     return result
@@ -272,6 +325,13 @@ def _check_scores(source: RunSource, layer: str, observed: np.ndarray) -> None:
         )
 
 
+def _head_task(
+    source: RunSource, task: str | None, classes: Sequence[str] | None
+) -> HeadTask | None:
+    info = source.run.info.get("target", {}).get("info", {}) or {}
+    return head_task(info, task, classes)
+
+
 def _probe(probe: Any, source: RunSource, notes: list[str]) -> Probe | None:
     if probe is None:
         notes.append("no probe given (pass --probe, the run's probe): grounding skipped")
@@ -285,6 +345,8 @@ def _unit_table(
     grounding: Grounding | None,
     iou_threshold: float,
     concepts: concept_sets.ConceptSet,
+    image: ImageLabels | None,
+    auroc_threshold: float,
 ) -> pd.DataFrame:
     neurons = source.neurons
     ranked = {
@@ -316,6 +378,13 @@ def _unit_table(
         else:
             part["grounded_concept"] = None
             part["iou"] = np.nan
+        if image is not None:
+            auroc, auprc = image_grounding(source.activations(layer), image)
+            labels = [ranked[(layer, unit)] for unit in part["unit"]]
+            columns = unit_columns(auroc, auprc, image, labels, auroc_threshold)
+            part[list(columns.columns)] = columns.to_numpy(dtype=object)
+        else:
+            part[list(IMAGE_COLUMNS)] = None
         parts.append(part)
     units = pd.concat(parts, ignore_index=True)
     grounded = units["grounded_concept"].notna() & (units["grounded_concept"] != UNGROUNDED)

@@ -37,6 +37,8 @@ import pandas as pd
 from mammodissect.errors import MammodissectError
 from mammodissect.evaluate.agreement import METRICS, summarize_agreement
 from mammodissect.evaluate.grounding import UNGROUNDED, Grounding
+from mammodissect.evaluate.head import HEAD_FILE
+from mammodissect.evaluate.image_labels import IMAGE_COLUMNS
 from mammodissect.evaluate.null import NullBaseline
 
 __all__ = [
@@ -66,9 +68,18 @@ UNIT_COLUMNS = [
     "grounded_concept",
     "iou",
     *METRICS,
+    *IMAGE_COLUMNS,
 ]
+#: Agreement with the image-level classes (density, BI-RADS).
+IMAGE_METRICS: tuple[str, ...] = ("image_top1_match", "image_top5_match")
+
+
+def _with_intervals(metrics: tuple[str, ...]) -> list[str]:
+    return [f"{m}{s}" for m in metrics for s in ("", "_low", "_high")]
+
+
 #: Each agreement metric with its bootstrap interval.
-METRIC_COLUMNS = [f"{m}{s}" for m in METRICS for s in ("", "_low", "_high")]
+METRIC_COLUMNS = _with_intervals(METRICS)
 LAYER_COLUMNS = [
     "layer",
     "position",
@@ -84,6 +95,8 @@ LAYER_COLUMNS = [
     "grounded_units",
     "exact_thresholds",
     *METRIC_COLUMNS,
+    "image_grounded_units",
+    *_with_intervals(IMAGE_METRICS),
 ]
 
 
@@ -121,25 +134,49 @@ def layer_table(
             "grounded_units": len(grounded) if grounding is not None else None,
             "exact_thresholds": grounding.exact.get(layer) if grounding is not None else None,
             **summarize_agreement(grounded, bootstrap, seed),
+            **_image_agreement(part, bootstrap, seed),
         }
         rows.append(row)
     return pd.DataFrame(rows, columns=LAYER_COLUMNS)
 
 
-def overall(units: pd.DataFrame, bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """Agreement over every grounded unit of the run, with bootstrap intervals."""
-    grounded = _grounded(units)
-    out = {
-        k: (None if np.isnan(v) else v)
-        for k, v in summarize_agreement(grounded, bootstrap, seed).items()
+def _image_agreement(units: pd.DataFrame, bootstrap: int, seed: int) -> dict[str, Any]:
+    """``image_grounded_units`` and the image-level agreement over them."""
+    image = units[units["image_class"].notna()]
+    return {
+        "image_grounded_units": len(image),
+        **summarize_agreement(image, bootstrap, seed, IMAGE_METRICS),
     }
+
+
+def overall(units: pd.DataFrame, bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Agreement over every grounded unit of the run (masks, and image-level classes), with
+    bootstrap intervals."""
+    grounded = _grounded(units)
+    values = {
+        **summarize_agreement(grounded, bootstrap, seed),
+        **_image_agreement(units, bootstrap, seed),
+    }
+    out = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in values.items()}
     out["grounded_units"] = len(grounded)
     return out
 
 
-def write(run_dir: Path, units: pd.DataFrame, layers: pd.DataFrame, info: dict[str, Any]) -> Path:
-    """Write ``evaluation.csv``, ``evaluation_layers.csv`` and ``evaluation.json``."""
+def write(
+    run_dir: Path,
+    units: pd.DataFrame,
+    layers: pd.DataFrame,
+    info: dict[str, Any],
+    *,
+    head: pd.DataFrame | None = None,
+) -> Path:
+    """Write ``evaluation.csv``, ``evaluation_layers.csv``, ``evaluation.json`` and, when
+    given, ``head_check.csv`` (a stale one is removed otherwise)."""
     try:
+        if head is not None:
+            head.to_csv(run_dir / HEAD_FILE, index=False)
+        else:
+            (run_dir / HEAD_FILE).unlink(missing_ok=True)
         units.to_csv(run_dir / EVALUATION_FILE, index=False)
         layers.to_csv(run_dir / EVALUATION_LAYERS_FILE, index=False)
         text = json.dumps(info, indent=2, default=_jsonable) + "\n"

@@ -25,7 +25,6 @@ from mammodissect.errors import MammodissectError
 from mammodissect.finetune.export import MAMMOCLIP_BASES, Exporter, public_recipe
 from mammodissect.finetune.outputs import RunFiles, jsonable
 from mammodissect.finetune.split import SPLITS, Split, split_images
-from mammodissect.finetune.tasks import TaskLabels, task_labels
 from mammodissect.finetune.train import Data, Loop, fit, freeze_layers, selection_metric
 from mammodissect.models import Target, describe_preprocess, load_target, parse_spec
 from mammodissect.models.base import Preprocess
@@ -40,6 +39,7 @@ from mammodissect.models.preprocess import parse_image_size
 from mammodissect.models.recipes import configure
 from mammodissect.models.weights import check_state
 from mammodissect.probe import Probe, load_probe
+from mammodissect.probe.tasks import TaskLabels, task_labels
 from mammodissect.record import probe_digest
 
 __all__ = ["finetune"]

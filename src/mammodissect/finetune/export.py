@@ -19,12 +19,12 @@ from torch import nn
 
 from mammodissect.errors import MammodissectError
 from mammodissect.finetune.outputs import RunFiles, jsonable
-from mammodissect.finetune.tasks import TaskLabels
 from mammodissect.models.base import Preprocess
 from mammodissect.models.classifier import save_classifier
 from mammodissect.models.preprocess import MAMMOCLIP_SIZE, MammoClipPreprocess
 from mammodissect.models.recipes import configure
 from mammodissect.models.spec import parse_spec
+from mammodissect.probe.tasks import TaskLabels
 
 __all__ = ["MAMMOCLIP_BASES", "Exporter", "public_recipe", "target_spec"]
 

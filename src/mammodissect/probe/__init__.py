@@ -8,6 +8,8 @@
   (:data:`LAYOUTS`, :func:`probe_layouts`).
 * :func:`select` keeps part of a probe by split, view, laterality, a query on
   its labels and a seeded sample.
+* :func:`task_labels` reads one class index per image for a task (``density``,
+  ``birads``, ``mass``, ``calcification`` or a label column).
 """
 
 from __future__ import annotations
@@ -16,18 +18,22 @@ from mammodissect.probe.dataset import BOX_COLUMNS, IMAGE_EXTENSIONS, Probe, Pro
 from mammodissect.probe.images import read_image, read_image_with_info
 from mammodissect.probe.layouts import LAYOUTS, STANDARD_COLUMNS, probe_layouts, read_layout
 from mammodissect.probe.select import select
+from mammodissect.probe.tasks import BUILTIN_TASKS, TaskLabels, task_labels
 
 __all__ = [
     "BOX_COLUMNS",
+    "BUILTIN_TASKS",
     "IMAGE_EXTENSIONS",
     "LAYOUTS",
     "STANDARD_COLUMNS",
     "Probe",
     "ProbeItem",
+    "TaskLabels",
     "load_probe",
     "probe_layouts",
     "read_image",
     "read_image_with_info",
     "read_layout",
     "select",
+    "task_labels",
 ]

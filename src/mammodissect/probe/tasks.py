@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from mammodissect.errors import MammodissectError
-from mammodissect.probe import Probe
+from mammodissect.probe.dataset import Probe
 
 __all__ = ["BUILTIN_TASKS", "TaskLabels", "task_labels"]
 
