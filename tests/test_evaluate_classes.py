@@ -224,11 +224,17 @@ def test_classifier_head_check_end_to_end(tmp_path: Path, planted_probe: Path,
     assert main(["evaluate", str(out), "--quiet", "--bootstrap", "0", *flags]) == 0
     table = pd.read_csv(out / "head_check.csv")
     assert not table["top1_match"].any()
-    # a run without the head layer: a note, and no stale head_check.csv
+    # a run without the head layer: with --probe the head is recorded now (the run's rows and
+    # dissector cache), else a note and no stale head_check.csv
     bare = tmp_path / "bare"
     argv[argv.index("--out") + 1] = str(bare)
     layers = argv.index("--layers") + 1
     assert main([*argv[:layers], "features", *argv[layers + 1 :]]) == 0
+    capsys.readouterr()
+    (bare / "head_check.csv").write_text("stale")
     assert main(["evaluate", str(bare), "--quiet", "--bootstrap", "0"]) == 0
     assert "did not record the classifier head" in capsys.readouterr().out
     assert not (bare / "head_check.csv").exists()
+    assert main(["evaluate", str(bare), "--quiet", "--bootstrap", "0", "--probe",
+                 str(planted_probe)]) == 0  # fmt: skip
+    assert pd.read_csv(bare / "head_check.csv")["top1_match"].all()

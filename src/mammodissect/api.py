@@ -37,11 +37,8 @@ from mammodissect.models import (
     Dissector,
     Target,
     describe_preprocess,
-    load_dissector,
-    load_target,
-    parse_spec,
 )
-from mammodissect.models.recipes import configure
+from mammodissect.models.configured import load_models, resolve_device
 from mammodissect.precision import check_precision
 from mammodissect.probe import Probe, load_probe
 from mammodissect.record import Recording, probe_digest, record
@@ -51,8 +48,6 @@ __all__ = ["Dissection", "compare", "dissect", "resolve_device", "run", "write_s
 
 log = logging.getLogger(__name__)
 
-#: ``--target dissector`` dissects the dissector's own image tower (one forward gives both).
-SAME_AS_DISSECTOR = "dissector"
 _PACKAGES = (
     "mammodissect",
     "torch",
@@ -94,16 +89,6 @@ class Dissection:
     images: pd.DataFrame = field(default_factory=pd.DataFrame)
     boxes: pd.DataFrame | None = None
     out: Path | None = None
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise MammodissectError("device 'cuda' asked for but no GPU is visible; use --device cpu")
-    return resolved
 
 
 def dissect(
@@ -154,66 +139,6 @@ def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
         timings[stage] = round(time.perf_counter() - started, 4)
 
 
-#: Options that concern only the dissector's text side: they do not make another image model.
-_TEXT_ONLY_OPTIONS = frozenset({"vocab"})
-
-
-def _same_model(target: Any, dissector: Any) -> bool:
-    """Whether the target spec names the dissector's own image encoder (same file, same
-    options but for text-only ones), so one loaded model and one forward pass serve both."""
-    if target == SAME_AS_DISSECTOR:
-        return True
-    if not (isinstance(target, str) and isinstance(dissector, str)):
-        return False
-    t, d = parse_spec(target), parse_spec(dissector)
-    strip = lambda spec: {k: v for k, v in spec.options.items() if k not in _TEXT_ONLY_OPTIONS}  # noqa: E731
-    return (t.scheme, t.name, strip(t)) == (d.scheme, d.name, strip(d))
-
-
-def load_models(config: RunConfig) -> tuple[Target, Dissector]:
-    """The target and dissector a configuration names, preprocessing set as ``run`` sets it
-    (``mammodissect evaluate`` reloads a run's models with it)."""
-    return _load_models(config)
-
-
-def _load_models(config: RunConfig) -> tuple[Target, Dissector]:
-    dissector = (
-        config.dissector
-        if not isinstance(config.dissector, str)
-        else load_dissector(config.dissector)
-    )
-    if _same_model(config.target, config.dissector) and hasattr(dissector, "as_target"):
-        target = dissector.as_target()
-    elif config.target == SAME_AS_DISSECTOR:
-        raise MammodissectError(
-            "--target dissector needs a dissector that exposes its image encoder (as_target); "
-            "name the target's own spec instead"
-        )
-    elif isinstance(config.target, str):
-        target = load_target(config.target)
-    else:
-        target = config.target
-    settings = {
-        "target": (config.preprocess, config.image_size),
-        "dissector": (config.dissector_preprocess, config.dissector_image_size),
-    }
-    if getattr(dissector, "image_module", None) is target.module:
-        # one network: unless told otherwise, the target sees what the dissector sees
-        (t_recipe, t_size), (d_recipe, d_size) = settings["target"], settings["dissector"]
-        settings = {
-            "target": (t_recipe or d_recipe, t_size or d_size),
-            "dissector": (d_recipe or t_recipe, d_size or t_size),
-        }
-    target.preprocess = _configured(target.preprocess, *settings["target"], "")
-    dissector.preprocess = _configured(dissector.preprocess, *settings["dissector"], "dissector-")
-    return target, dissector
-
-
-def _configured(default: Any, recipe: str | None, size: Any, flag: str) -> Any:
-    """The model's recipe, replaced by ``--preprocess`` and resized by ``--image-size``."""
-    return configure(default, recipe, size, flag)
-
-
 def _similarity_params(fn: Any, config: RunConfig) -> dict[str, Any]:
     signature = inspect.signature(fn)
     accepted = {
@@ -258,7 +183,7 @@ def run(config: RunConfig) -> Dissection:
     with _timed(timings, "load_models"), torch.random.fork_rng(devices=[]):
         # seeded: a randomly initialised network is the same in every run and on every rank
         torch.manual_seed(config.seed)
-        target, dissector = _load_models(config)
+        target, dissector = load_models(config)
         layers = resolve_layers(target.module, config.layers)
     with _timed(timings, "record"):
         try:

@@ -378,9 +378,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_layers(args: argparse.Namespace) -> int:
     import torch
 
-    from mammodissect.api import resolve_device
     from mammodissect.layers import list_layers, resolve_layers
     from mammodissect.models import load_target, parse_image_size
+    from mammodissect.models.configured import resolve_device
 
     target = load_target(args.target)
     size = parse_image_size(args.image_size)
@@ -608,6 +608,19 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         help="least AUROC for a unit to be grounded in a density/BI-RADS class (0.75)",
     )
     p.add_argument(
+        "--stability-reps",
+        type=int,
+        default=20,
+        help="bootstrap resamples of the probe images for label stability (20)",
+    )
+    p.add_argument(
+        "--noise",
+        default="0.01,0.02",
+        help="Gaussian noise levels (fractions of the image's intensity range) for label "
+        "stability, comma-separated; each records the probe again (cached); 'none' skips "
+        "(0.01,0.02)",
+    )
+    p.add_argument(
         "--head-task",
         help="the classifier head's task (density, birads, mass, calcification or a column; "
         "default: the target's, for classifier: targets)",
@@ -648,6 +661,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         iou_threshold=args.iou_threshold, auroc_threshold=args.auroc_threshold,
         head_task=args.head_task,
         head_classes=args.head_classes.split(",") if args.head_classes else None,
+        stability_reps=args.stability_reps, noise=_floats(args.noise, "--noise"),
         max_side=args.max_side, bootstrap=args.bootstrap,
         seed=args.seed, batch_size=args.batch_size, device=args.device, quiet=args.quiet,
     )  # fmt: skip
@@ -670,6 +684,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             f"({', '.join(result.info['image_labels']['classes'])}); their labels name the "
             f"class for {top1:.2f}"
         )
+    stability = result.info["stability"]
+    if stability:
+        shown = ", ".join(f"{k.removesuffix('_survival')} {v:.2f}" for k, v in stability.items())
+        print(f"top-1 labels that survive: {shown}")
     head = result.info["head_check"]
     if head:
         print(
@@ -683,6 +701,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.similarities:
         _compare_similarities(args, result.units)
     return 0
+
+
+def _floats(text: str, flag: str) -> list[float]:
+    if text.strip().lower() in ("", "none"):
+        return []
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError as err:
+        raise MammodissectError(
+            f"{flag} must be comma-separated numbers (e.g. 0.01,0.02) or none, got {text!r}"
+        ) from err
 
 
 def _rate(value: float | None) -> str:

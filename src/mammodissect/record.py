@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import shutil
 import time
 from collections.abc import Sequence
@@ -78,9 +79,25 @@ def _finish(recipe: Preprocess, array: np.ndarray) -> torch.Tensor:
     return finish(array) if finish is not None else recipe(array)
 
 
+def _with_noise(arrays: list[np.ndarray], sigma: float, seed: list[int]) -> list[np.ndarray]:
+    """Each prepared array plus Gaussian noise of ``sigma`` times its intensity range
+    (max - min), clipped back to that range. Every array's noise is drawn afresh from
+    ``default_rng(seed)``, so it depends on the array's shape only, never on the other
+    recipes (a cached embedding must not depend on which target it was recorded with)."""
+    noisy = []
+    for array in arrays:
+        clean = np.asarray(array, dtype=np.float32)
+        lo, hi = float(clean.min()), float(clean.max())
+        draw = np.random.default_rng(seed).standard_normal(clean.shape, dtype=np.float32)
+        noisy.append(np.clip(clean + np.float32(sigma * (hi - lo)) * draw, lo, hi))
+    return noisy
+
+
 class _ProbeImages(Dataset):
     """Decode each probe image once (or find it prepared in the cache) and preprocess it
-    for the models that need it, keeping reading facts and the target's geometry."""
+    for the models that need it, keeping reading facts and the target's geometry; with
+    ``noise`` > 0, the prepared arrays get seeded Gaussian noise (see :func:`record`) after
+    the cache, which only ever holds clean arrays."""
 
     def __init__(
         self,
@@ -90,12 +107,16 @@ class _ProbeImages(Dataset):
         *,
         voi: str = "auto",
         image_cache: PreparedImageCache | None = None,
+        noise: float = 0.0,
+        noise_seed: int = 0,
     ):
         self.probe = probe
         self.rows = rows
         self.recipes = recipes
         self.voi = voi
         self.cache = image_cache
+        self.noise = noise
+        self.noise_seed = noise_seed
         self.keys = [
             {**recipe.prepare_key(), "voi": voi} if hasattr(recipe, "prepare_key") else None
             for recipe in recipes
@@ -109,6 +130,8 @@ class _ProbeImages(Dataset):
         item = self.probe.items[row]
         try:
             arrays, facts = self._prepared(item.path)
+            if self.noise > 0:
+                arrays = _with_noise(arrays, self.noise, [self.noise_seed, row])
             inputs = [
                 _finish(recipe, array) for recipe, array in zip(self.recipes, arrays, strict=True)
             ]
@@ -169,15 +192,20 @@ def probe_batches(
     num_workers: int = 0,
     voi: str = "auto",
     image_cache: PreparedImageCache | None = None,
+    noise: float = 0.0,
+    noise_seed: int = 0,
 ) -> DataLoader:
     """The one deterministic loader: probe rows ``start..`` in order (or the given ``rows``,
     in their order), each image decoded once (or read prepared from ``image_cache``) and
-    preprocessed by every recipe, in worker processes when ``num_workers > 0``. Batches are
-    dicts: ``rows`` (all rows of the batch), ``good`` (rows that could be read), ``inputs``
-    (one stacked tensor per recipe), ``facts`` (per good row) and ``errors`` (reason per bad
-    row)."""
+    preprocessed by every recipe, in worker processes when ``num_workers > 0``, with
+    Gaussian ``noise`` when > 0 (as :func:`record` defines it). Batches are dicts: ``rows``
+    (all rows of the batch), ``good`` (rows that could be read), ``inputs`` (one stacked
+    tensor per recipe), ``facts`` (per good row) and ``errors`` (reason per bad row)."""
     chosen = list(range(start, len(probe))) if rows is None else [int(r) for r in rows]
-    dataset = _ProbeImages(probe, chosen, recipes, voi=voi, image_cache=image_cache)
+    dataset = _ProbeImages(
+        probe, chosen, recipes, voi=voi, image_cache=image_cache, noise=noise,
+        noise_seed=noise_seed,
+    )  # fmt: skip
     return DataLoader(
         dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
         collate_fn=_collate, persistent_workers=False,
@@ -251,6 +279,8 @@ def record(
     cache_images: bool = True,
     precision: str = "fp32",
     channels_last: bool = False,
+    noise: float = 0.0,
+    noise_seed: int = 0,
 ) -> Recording | None:
     """Record pooled activations of ``layers`` and dissector embeddings over the probe.
 
@@ -283,7 +313,24 @@ def record(
     precision, channels_last:
         Autocast and memory format of the forward passes (see :mod:`mammodissect.precision`);
         values are stored as float32 either way.
+    noise, noise_seed:
+        Record the probe with Gaussian noise (0: none, the default). Every recipe's prepared
+        array (the decoded image cropped and resized to the model's input size, before the
+        per-image min-max scaling and normalisation that map it to [0, 1] and beyond; for a
+        user transform or a plain callable, the decoded image) gets noise, independent per
+        pixel, of standard deviation ``noise`` times that array's intensity range (max - min),
+        and is clipped back to the range, so ``noise`` is a fraction of the image's
+        full intensity range and the min-max scaling (almost surely) stays the clean one.
+        The noise of probe row ``r`` is ``numpy.random.default_rng([noise_seed, r])``'s
+        first standard normal array of the prepared array's shape, drawn afresh for each
+        recipe: it does not depend on batch size, workers, shards or the other model's
+        recipe, and target and dissector get the same noise field when their prepared
+        arrays have the same shape (the same noisy image when they share the recipe).
+        Prepared images are cached clean and the noise is added after; ``noise`` > 0 is
+        part of both cache fingerprints (0 leaves them unchanged).
     """
+    if not (math.isfinite(noise) and noise >= 0):
+        raise MammodissectError(f"noise {noise!r} must be a finite number >= 0")
     started = time.perf_counter()
     digest = probe_digest(probe)
     n = len(probe)
@@ -307,6 +354,9 @@ def record(
             **settings,
         },
     }
+    if noise > 0:
+        for part in parts.values():
+            part["noise"] = {"sigma": float(noise), "seed": int(noise_seed), "on": "prepared"}
     ranks = distributed.current()
     target_store = RowStore(cache_root, "target", parts["target"], n)
     dissector_store = RowStore(cache_root, "dissector", parts["dissector"], n)
@@ -337,6 +387,8 @@ def record(
         image_cache=PreparedImageCache(cache_root) if cache_images else None,
         precision=precision,
         channels_last=channels_last,
+        noise=noise,
+        noise_seed=noise_seed,
     )
     if ranks.distributed:
         # rank 0's caches decide, so every rank takes the same path
@@ -539,6 +591,8 @@ def _run_pass(
     image_cache: PreparedImageCache | None,
     precision: str = "fp32",
     channels_last: bool = False,
+    noise: float = 0.0,
+    noise_seed: int = 0,
 ) -> None:
     target_store, dissector_store = stores
     shared = stats["shared_forward"]
@@ -546,7 +600,8 @@ def _run_pass(
     recipes = [target.preprocess] if same_recipe else [target.preprocess, dissector.preprocess]
     loader = probe_batches(
         probe, recipes, rows=range(start, stop), batch_size=batch_size,
-        num_workers=num_workers, voi=voi, image_cache=image_cache,
+        num_workers=num_workers, voi=voi, image_cache=image_cache, noise=noise,
+        noise_seed=noise_seed,
     )  # fmt: skip
     layout = memory_format(channels_last)
     target.module.to(device).eval()

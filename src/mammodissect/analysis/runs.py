@@ -21,13 +21,19 @@ import numpy as np
 import pandas as pd
 
 from mammodissect.concepts.core import ConceptSet, split_labels
+from mammodissect.config import RunConfig
 from mammodissect.errors import MammodissectError
 
 __all__ = [
     "CONCEPTS_FILE",
     "CONTROL",
+    "EVALUATION_FILE",
+    "EVALUATION_JSON",
     "EVALUATION_LAYERS_FILE",
+    "HEAD_CHECK_FILE",
     "MAMMOGRAPHY",
+    "PLANTED_FILE",
+    "SIMILARITIES_FILE",
     "UNKNOWN",
     "RunDir",
     "concept_table",
@@ -85,6 +91,29 @@ class RunDir:
         """``run.json``'s ``fingerprints[key]`` (``probe``, ``concepts``, ...), or None."""
         value = self.info.get("fingerprints", {}).get(key)
         return None if value is None else str(value)
+
+    def stored_config(self, **overrides: Any) -> RunConfig:
+        """The run's configuration from run.json, with ``overrides`` (non-None) replacing
+        fields; the concept set is the run's ``concepts.csv``.
+
+        run.json keeps specs and paths by name only, so models whose weights are files, and
+        the probe, may need to be named again (``target=``, ``dissector=``, ``probe=``).
+
+        Raises
+        ------
+        MammodissectError
+            When run.json holds no configuration.
+        """
+        stored = dict(self.info.get("config", {}))
+        if not stored:
+            raise MammodissectError(
+                f"{self.name}/run.json has no config; rerun `mammodissect run --out DIR`"
+            )
+        stored.pop("out", None)
+        stored["concepts"] = str(self.path / CONCEPTS_FILE)
+        values = {k: v for k, v in stored.items() if k in RunConfig.field_names()}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return RunConfig.from_mapping(values, source=f"{self.name}/run.json")
 
 
 def _parse_control(value: Any) -> bool | None:
@@ -209,8 +238,15 @@ def load_run(path: str | Path) -> RunDir:
     return RunDir(path=path, info=info, best=best, layers=layers, units=units)
 
 
-#: Written by ``mammodissect evaluate``: per layer, the null distribution's percentiles.
+#: Written by ``mammodissect evaluate`` into a run directory: per unit, per layer (with the
+#: null distribution's percentiles), the settings and overall figures, the classifier-head
+#: check and the planted units.
+EVALUATION_FILE = "evaluation.csv"
 EVALUATION_LAYERS_FILE = "evaluation_layers.csv"
+EVALUATION_JSON = "evaluation.json"
+HEAD_CHECK_FILE = "head_check.csv"
+PLANTED_FILE = "planted.csv"
+SIMILARITIES_FILE = "similarities.csv"
 
 
 def read_null(run: RunDir) -> dict[str, float] | None:

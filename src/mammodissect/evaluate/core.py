@@ -45,10 +45,12 @@ from mammodissect.evaluate.image_labels import (
     unit_columns,
 )
 from mammodissect.evaluate.masks import mask_source
-from mammodissect.evaluate.null import NullBaseline, null_baseline, top1_scores
-from mammodissect.evaluate.source import RunSource, open_run, run_config
+from mammodissect.evaluate.null import NullBaseline, null_baseline, top1
+from mammodissect.evaluate.source import RunSource, open_run
+from mammodissect.evaluate.stability import bootstrap_stability, noise_stability
+from mammodissect.models.configured import load_models, resolve_device
 from mammodissect.probe import Probe
-from mammodissect.record import matching_probe
+from mammodissect.record import matching_probe, record
 from mammodissect.similarity import get_similarity
 
 __all__ = ["Evaluation", "evaluate"]
@@ -95,6 +97,8 @@ def evaluate(
     auroc_threshold: float = 0.75,
     head_task: str | None = None,
     head_classes: Sequence[str] | None = None,
+    stability_reps: int = 20,
+    noise: Sequence[float] = (0.01, 0.02),
     max_samples: int = 16384,
     max_side: int = 320,
     bootstrap: int = 1000,
@@ -129,7 +133,14 @@ def evaluate(
         BI-RADS; :mod:`mammodissect.evaluate.image_labels`).
     head_task, head_classes:
         The task and classes of the target's classifier head (default: from the target, for
-        ``classifier:`` targets); the head check runs when the run recorded the head layer.
+        ``classifier:`` targets); the head check runs when the run recorded the head layer,
+        or when ``probe`` is given (the head is then recorded).
+    stability_reps:
+        Bootstrap resamples of the probe images for label stability
+        (:mod:`mammodissect.evaluate.stability`).
+    noise:
+        Gaussian noise levels (fractions of each image's intensity range) for label stability;
+        each records the probe again (cached); needs ``probe``; empty: none.
     max_samples:
         Map positions sampled per unit for the quantile (exact when the probe has fewer).
     max_side:
@@ -154,15 +165,13 @@ def evaluate(
     MammodissectError
         When the run directory or its caches are missing, or the probe is not the run's.
     """
-    from mammodissect.api import load_models, resolve_device
-
     timings: dict[str, float] = {}
     started = time.perf_counter()
     root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     source = open_run(run_dir, root)
     name = source.run.name
-    config = run_config(
-        source, target=target, dissector=dissector,
+    config = source.run.stored_config(
+        target=target, dissector=dissector,
         probe=probe if isinstance(probe, Probe) else (str(probe) if probe else None),
         cache_dir=str(root), device=device, batch_size=batch_size, quiet=quiet,
     )  # fmt: skip
@@ -187,15 +196,27 @@ def evaluate(
     similarity = get_similarity(sim_name)
     params = dict(info_sim.get("params", config.similarity_params))
     nulls: dict[str, NullBaseline] = {}
+    labels: dict[str, np.ndarray] = {}
+    survival: dict[str, dict[str, np.ndarray]] = {"bootstrap": {}}
     for layer in source.layers:
         activations = torch.from_numpy(source.activations(layer))
-        observed = top1_scores(similarity, cosines, activations, params)
+        observed, labels[layer] = top1(similarity, cosines, activations, params)
         _check_scores(source, layer, observed)
         nulls[layer] = null_baseline(
             similarity, cosines, activations, params, seeds=null_seeds, seed=seed,
             observed=observed,
         )  # fmt: skip
+        survival["bootstrap"][layer] = bootstrap_stability(
+            similarity, cosines, activations, params, labels[layer], reps=stability_reps,
+            seed=seed, quiet=True,
+        )  # fmt: skip
     timings["null"] = _lap(started, sum(timings.values()))
+    recording = {
+        "cache_root": root, "pooling": config.pooling, "batch_size": config.batch_size,
+        "device": run_device, "num_workers": config.num_workers, "voi": config.voi,
+        "precision": config.precision, "channels_last": config.channels_last,
+        "cache_images": config.cache_images,
+    }  # fmt: skip
 
     notes: list[str] = []
     grounding: Grounding | None = None
@@ -221,22 +242,32 @@ def evaluate(
                     f"{len(unmatched)} mask/finding names match no concept of the run and were "
                     f"left out: {', '.join(unmatched[:10])}{' ...' if len(unmatched) > 10 else ''}"
                 )
+    if loaded is not None and noise:
+        noisy = noise_stability(
+            target_model, dissector_model, loaded, source.rows, source.layers, texts,
+            similarity, params, labels, sigmas=noise, seed=seed, quiet=quiet, **recording,
+        )  # fmt: skip
+        survival.update({_noise_column(s): n.survived for s, n in noisy.items()})
+    elif noise:
+        notes.append("no probe given: label stability under noise not measured")
+    timings["stability"] = _lap(started, sum(timings.values()))
     frame = concepts.to_frame().drop_duplicates("concept")
     image = image_labels(loaded, source.rows.tolist(), frame) if loaded is not None else None
     if image is not None:
         notes += image.notes
     head = _head_task(source, head_task, head_classes)
     head_table = None
-    if head is not None and head.layer not in source.layers:
-        notes.append(
-            f"the run did not record the classifier head {head.layer!r}: add it to --layers "
-            "for the head check"
-        )
-    elif head is not None:
-        head_scores = similarity(
-            cosines, torch.from_numpy(source.activations(head.layer)), **params
-        )
-        head_table = head_check(head_scores, list(concepts.concepts), head, frame)
+    if head is not None:
+        models = (target_model, dissector_model)
+        outputs = _head_outputs(source, head.layer, loaded, models, recording, quiet)
+        if outputs is None:
+            notes.append(
+                f"the run did not record the classifier head {head.layer!r}: pass --probe (it is "
+                "then recorded) or add it to the run's --layers for the head check"
+            )
+        else:
+            head_scores = similarity(cosines, torch.from_numpy(outputs), **params)
+            head_table = head_check(head_scores, list(concepts.concepts), head, frame)
     for note in notes:
         log.warning("%s: %s", name, note)
     timings["grounding"] = _lap(started, sum(timings.values()))
@@ -244,6 +275,7 @@ def evaluate(
     units = _unit_table(
         source, nulls, grounding, iou_threshold, concepts, image, auroc_threshold
     )  # fmt: skip
+    units = tables.with_stability(units, source.layers, survival)
     layers = tables.layer_table(source.layers, units, nulls, grounding, bootstrap, seed)
     overall = tables.overall(units, bootstrap, seed)
     timings["agreement"] = _lap(started, sum(timings.values()))
@@ -255,6 +287,8 @@ def evaluate(
             "quantile": quantile,
             "iou_threshold": iou_threshold,
             "auroc_threshold": auroc_threshold,
+            "stability_reps": stability_reps,
+            "noise": list(noise),
             "max_samples": max_samples,
             "max_side": max_side,
             "bootstrap": bootstrap,
@@ -269,6 +303,7 @@ def evaluate(
             "concepts_with_masks": len(grounding.masked) if grounding else 0,
             "exact_thresholds": dict(grounding.exact) if grounding else {},
         },
+        "stability": tables.stability_summary(units),
         "image_labels": {
             "classes": image.titles if image is not None else [],
             "images_labelled": int(image.labelled.any(axis=1).sum()) if image is not None else 0,
@@ -330,6 +365,35 @@ def _head_task(
 ) -> HeadTask | None:
     info = source.run.info.get("target", {}).get("info", {}) or {}
     return head_task(info, task, classes)
+
+
+def _noise_column(sigma: float) -> str:
+    return f"noise_{sigma:g}"
+
+
+def _head_outputs(
+    source: RunSource,
+    layer: str,
+    probe: Probe | None,
+    models: tuple[Any, Any],
+    recording: dict[str, Any],
+    quiet: bool,
+) -> np.ndarray | None:
+    """The head's outputs on the run's rows: from the run's cache when it recorded the head,
+    else recorded now (cached under its own fingerprint; the dissector's cache is the run's);
+    None without a probe."""
+    if layer in source.layers:
+        return source.activations(layer)
+    if probe is None:
+        return None
+    target, dissector = models
+    done = record(target, dissector, probe, [layer], progress=not quiet, **recording)
+    if done is None or not np.array_equal(done.rows, source.rows):
+        raise MammodissectError(
+            f"recording the head {layer!r} read other images than run {source.run.name!r} "
+            "(the probe changed?); rerun `mammodissect run` with the head in --layers"
+        )
+    return done.activations(layer)
 
 
 def _probe(probe: Any, source: RunSource, notes: list[str]) -> Probe | None:

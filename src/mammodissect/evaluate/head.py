@@ -35,9 +35,8 @@ from mammodissect.evaluate.agreement import minilm_cosines
 from mammodissect.evaluate.truth import ClassTruth, task_truths
 from mammodissect.models.classifier import HEAD
 
-__all__ = ["HEAD_COLUMNS", "HEAD_FILE", "HeadTask", "head_check", "head_summary", "head_task"]
+__all__ = ["HEAD_COLUMNS", "HeadTask", "head_check", "head_summary", "head_task"]
 
-HEAD_FILE = "head_check.csv"
 HEAD_COLUMNS = [
     "layer",
     "unit",

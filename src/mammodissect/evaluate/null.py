@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["NullBaseline", "null_baseline", "top1_scores"]
+__all__ = ["NullBaseline", "null_baseline", "top1", "top1_scores"]
 
 #: Percentiles of the null reported per layer (the flags use the same levels).
 LEVELS: tuple[int, ...] = (95, 99)
@@ -50,6 +50,19 @@ class NullBaseline:
         return float(self.scores.mean())
 
 
+def top1(
+    similarity: Callable[..., torch.Tensor],
+    cosines: torch.Tensor,
+    activations: torch.Tensor,
+    params: dict[str, Any],
+    device: torch.device | str = "cpu",
+) -> tuple[np.ndarray, np.ndarray]:
+    """(K,) each unit's best score over concepts and (K,) that concept's column in S
+    (the first of tied ones)."""
+    best = similarity(cosines, activations, device=device, **params).max(dim=1)
+    return best.values.float().cpu().numpy(), best.indices.cpu().numpy()
+
+
 def top1_scores(
     similarity: Callable[..., torch.Tensor],
     cosines: torch.Tensor,
@@ -58,8 +71,7 @@ def top1_scores(
     device: torch.device | str = "cpu",
 ) -> np.ndarray:
     """(K,) each unit's best score over concepts."""
-    scores = similarity(cosines, activations, device=device, **params)
-    return scores.max(dim=1).values.float().cpu().numpy()
+    return top1(similarity, cosines, activations, params, device)[0]
 
 
 def null_baseline(

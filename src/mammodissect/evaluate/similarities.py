@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 
 from mammodissect import concepts as concept_sets
-from mammodissect.analysis.runs import CONCEPTS_FILE
+from mammodissect.analysis.runs import CONCEPTS_FILE, EVALUATION_FILE, SIMILARITIES_FILE
 from mammodissect.config import default_cache_dir
 from mammodissect.errors import MammodissectError
 from mammodissect.evaluate.agreement import (
@@ -43,8 +43,8 @@ from mammodissect.evaluate.agreement import (
 )
 from mammodissect.evaluate.grounding import UNGROUNDED
 from mammodissect.evaluate.null import null_baseline
-from mammodissect.evaluate.source import RunSource, open_run, run_config
-from mammodissect.evaluate.tables import EVALUATION_FILE, METRIC_COLUMNS
+from mammodissect.evaluate.source import RunSource, open_run
+from mammodissect.evaluate.tables import METRIC_COLUMNS
 from mammodissect.similarity import SIMILARITIES, get_similarity
 
 __all__ = [
@@ -58,7 +58,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SIMILARITIES_FILE = "similarities.csv"
 #: Functions with a ``top_k`` parameter: one setting per ``top_k``.
 TOP_K_SIMILARITIES: tuple[str, ...] = ("soft_wpmi", "wpmi")
 #: ``similarities.csv``'s columns.
@@ -179,7 +178,7 @@ def compare_similarities(
     root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     source = open_run(run_dir, root)
     truth = _grounded_truth(source, evaluation)
-    config = run_config(source, dissector=dissector, cache_dir=str(root))
+    config = source.run.stored_config(dissector=dissector, cache_dir=str(root))
     info_sim = source.run.info.get("similarity", {})
     run_name = info_sim.get("name", config.similarity)
     run_params = dict(info_sim.get("params", config.similarity_params))

@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from mammodissect.analysis.runs import CONCEPTS_FILE, RunDir, load_run, read_neurons
-from mammodissect.config import RunConfig, default_cache_dir
+from mammodissect.analysis.runs import RunDir, load_run, read_neurons
+from mammodissect.config import default_cache_dir
 from mammodissect.errors import MammodissectError
 
-__all__ = ["CachedStore", "RunSource", "open_run", "run_config"]
+__all__ = ["CachedStore", "RunSource", "open_run"]
 
 log = logging.getLogger(__name__)
 
@@ -153,17 +153,3 @@ def open_run(run_dir: str | Path, cache_dir: str | Path | None = None) -> RunSou
         )
     neurons = read_neurons(Path(run_dir) / "neurons.csv")
     return RunSource(run, neurons, target, dissector, rows)
-
-
-def run_config(source: RunSource, **overrides: Any) -> RunConfig:
-    """The run's configuration from run.json, with ``overrides`` (non-None) replacing fields.
-
-    run.json keeps specs and paths by name only, so models whose weights are files, and the
-    probe, may need to be named again (``target=``, ``dissector=``, ``probe=``).
-    """
-    stored = dict(source.run.info.get("config", {}))
-    stored.pop("out", None)
-    stored["concepts"] = str(source.run.path / CONCEPTS_FILE)
-    values = {k: v for k, v in stored.items() if k in RunConfig.field_names()}
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return RunConfig.from_mapping(values, source=f"{source.run.name}/run.json")

@@ -34,28 +34,29 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mammodissect.analysis.runs import (
+    EVALUATION_FILE,
+    EVALUATION_JSON,
+    EVALUATION_LAYERS_FILE,
+    HEAD_CHECK_FILE,
+)
 from mammodissect.errors import MammodissectError
 from mammodissect.evaluate.agreement import METRICS, summarize_agreement
 from mammodissect.evaluate.grounding import UNGROUNDED, Grounding
-from mammodissect.evaluate.head import HEAD_FILE
 from mammodissect.evaluate.image_labels import IMAGE_COLUMNS
 from mammodissect.evaluate.null import NullBaseline
 
 __all__ = [
-    "EVALUATION_FILE",
-    "EVALUATION_JSON",
-    "EVALUATION_LAYERS_FILE",
     "LAYER_COLUMNS",
     "METRIC_COLUMNS",
     "UNIT_COLUMNS",
     "layer_table",
     "overall",
+    "stability_summary",
+    "with_stability",
     "write",
 ]
 
-EVALUATION_FILE = "evaluation.csv"
-EVALUATION_LAYERS_FILE = "evaluation_layers.csv"
-EVALUATION_JSON = "evaluation.json"
 
 UNIT_COLUMNS = [
     "layer",
@@ -70,6 +71,10 @@ UNIT_COLUMNS = [
     *METRICS,
     *IMAGE_COLUMNS,
 ]
+#: Suffix of the stability columns: ``bootstrap_survival`` (per unit, the share of bootstrap
+#: resamples of the images that keep its top-1 label) and ``noise_SIGMA_survival`` (whether
+#: the label survives Gaussian noise of ``SIGMA``; per layer, the share of units).
+SURVIVAL = "_survival"
 #: Agreement with the image-level classes (density, BI-RADS).
 IMAGE_METRICS: tuple[str, ...] = ("image_top1_match", "image_top5_match")
 
@@ -135,9 +140,31 @@ def layer_table(
             "exact_thresholds": grounding.exact.get(layer) if grounding is not None else None,
             **summarize_agreement(grounded, bootstrap, seed),
             **_image_agreement(part, bootstrap, seed),
+            **{c: float(part[c].astype(float).mean()) for c in _survival_columns(part)},
         }
         rows.append(row)
-    return pd.DataFrame(rows, columns=LAYER_COLUMNS)
+    return pd.DataFrame(rows, columns=LAYER_COLUMNS + _survival_columns(units))
+
+
+def _survival_columns(units: pd.DataFrame) -> list[str]:
+    return [c for c in units.columns if c.endswith(SURVIVAL)]
+
+
+def with_stability(
+    units: pd.DataFrame, layers: list[str], survival: dict[str, dict[str, np.ndarray]]
+) -> pd.DataFrame:
+    """``units`` with a ``KIND_survival`` column per stability check: ``survival[KIND]`` maps
+    each layer to its units' values in unit order (the order of ``units`` within a layer)."""
+    out = units.copy()
+    for kind, per_layer in survival.items():
+        if per_layer:
+            out[f"{kind}{SURVIVAL}"] = np.concatenate([per_layer[layer] for layer in layers])
+    return out
+
+
+def stability_summary(units: pd.DataFrame) -> dict[str, float]:
+    """Per stability check, the share of all units whose top-1 label survives."""
+    return {c: float(units[c].astype(float).mean()) for c in _survival_columns(units)}
 
 
 def _image_agreement(units: pd.DataFrame, bootstrap: int, seed: int) -> dict[str, Any]:
@@ -174,9 +201,9 @@ def write(
     given, ``head_check.csv`` (a stale one is removed otherwise)."""
     try:
         if head is not None:
-            head.to_csv(run_dir / HEAD_FILE, index=False)
+            head.to_csv(run_dir / HEAD_CHECK_FILE, index=False)
         else:
-            (run_dir / HEAD_FILE).unlink(missing_ok=True)
+            (run_dir / HEAD_CHECK_FILE).unlink(missing_ok=True)
         units.to_csv(run_dir / EVALUATION_FILE, index=False)
         layers.to_csv(run_dir / EVALUATION_LAYERS_FILE, index=False)
         text = json.dumps(info, indent=2, default=_jsonable) + "\n"

@@ -35,6 +35,7 @@ from mammodissect.models.classifier import (
     public_base,
     rebuild_classifier,
 )
+from mammodissect.models.configured import resolve_device
 from mammodissect.models.preprocess import parse_image_size
 from mammodissect.models.recipes import configure
 from mammodissect.models.weights import check_state
@@ -240,8 +241,6 @@ def finetune(
     MammodissectError
         For a bad setting, a task the probe cannot give, or ``out`` holding another run.
     """
-    from mammodissect.api import resolve_device
-
     started = time.perf_counter()
     _check_numbers(
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,

@@ -41,6 +41,7 @@ from mammodissect.report.data import (
     run_facts,
     unit_rows,
 )
+from mammodissect.report.evaluation import evaluation_section
 
 __all__ = ["REPORT_FILE", "compare_report", "report", "run_report"]
 
@@ -237,7 +238,7 @@ def _pictures(
             "No images: the report was made without the run's probe "
             "(mammodissect report RUN --probe PROBE draws each card's top images and heatmaps)."
         )
-    from mammodissect.api import resolve_device
+    from mammodissect.models.configured import resolve_device
     from mammodissect.record import matching_probe
     from mammodissect.report.images import render_cards
 
@@ -260,24 +261,12 @@ def _pictures(
 
 def _target(data: RunData, probe: Any, target: Any, dissector: Any) -> Any:
     """The run's target, preprocessing as the run had it (run.json's config)."""
-    from mammodissect.api import _same_model, load_models
-    from mammodissect.config import RunConfig
     from mammodissect.models import load_target
+    from mammodissect.models.configured import load_models, same_model
     from mammodissect.models.recipes import configure
 
-    stored = dict(data.run.info.get("config", {}))
-    if not stored:
-        raise MammodissectError(
-            f"{data.run.name}/run.json has no config; the target cannot be rebuilt for the "
-            "heatmaps (make the report without --probe)"
-        )
-    stored.pop("out", None)
-    stored["concepts"] = str(data.run.path / "concepts.csv")
-    stored["probe"] = probe
-    values = {k: v for k, v in stored.items() if k in RunConfig.field_names()}
-    values.update({k: v for k, v in {"target": target, "dissector": dissector}.items() if v})
-    config = RunConfig.from_mapping(values, source=f"{data.run.name}/run.json")
-    if _same_model(config.target, config.dissector):  # the dissector's own image tower
+    config = data.run.stored_config(probe=probe, target=target, dissector=dissector)
+    if same_model(config.target, config.dissector):  # the dissector's own image tower
         model, _ = load_models(config)
         return model
     # only the target: its preprocessing set as `run` sets it for a separate target
@@ -381,15 +370,17 @@ def _run_page(
         for i, key in enumerate(chosen)
     )
     evaluated = "grounded" in table.columns
+    evaluation = evaluation_section(run.path)
+    evaluation_link = '<a href="#sec-evaluation">evaluation</a>' if evaluation else ""
     body = f"""
 <header><h1>mammodissect report: run {escape(run.name)}</h1>
-<nav><a href="#sec-summary">summary</a><a href="#sec-units">units</a>
+<nav><a href="#sec-summary">summary</a>{evaluation_link}<a href="#sec-units">units</a>
 <a href="#sec-cards">cards</a></nav>
 {pg.facts_html(run_facts(run.info))}</header>
 <section id="sec-summary"><h2>Summary per layer</h2>
 <p class="muted">A unit passes when its top-1 score is at least its layer's mean (the local
 threshold).{" Grounding and the null baseline come from evaluation.csv." if evaluated else ""}</p>
-{figure_html}<div class="wrap">{summary_html}</div></section>
+{figure_html}<div class="wrap">{summary_html}</div></section>{evaluation}
 <section id="sec-units"><h2>Units</h2>
 <div class="controls">
 <label>filter <input id="filter" type="search" placeholder="layer, unit, concept, category"></label>

@@ -4,7 +4,7 @@ and a crop around the heatmap's peak.
 The target runs once over the union of the cards' top images, hooked on every layer that has
 a card; only the channels of carded units are kept. Each unit map is taken back into the
 stored image's pixels through the preprocessing geometry (crop, resize, padding, flip) with
-the same sampling grounding uses (:func:`mammodissect.evaluate.grounding.frame_grid`), so the
+the same sampling grounding uses (:func:`mammodissect.models.frames.frame_grid`), so the
 heatmap lies where the target looked. Pictures are small JPEGs, base64 data URIs.
 """
 
@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from mammodissect.evaluate.grounding import frame_grid, frame_size, to_frame
 from mammodissect.hooks import StopForward, first_tensor, hooked
 from mammodissect.models.base import Target
+from mammodissect.models.frames import frame_grid, frame_size, to_frame
 from mammodissect.probe import Probe, read_image
 from mammodissect.record import probe_batches
 

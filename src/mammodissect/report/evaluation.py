@@ -1,0 +1,190 @@
+"""The run report's evaluation section, from what ``mammodissect evaluate`` wrote.
+
+Reads ``evaluation.json``, ``evaluation_layers.csv`` and, when present, ``head_check.csv``,
+``planted.csv``, ``similarities.csv`` and ``similarities.png`` from the run directory, and
+renders: the counts (units above the null and the published threshold, grounded units), the
+overall agreement of labels with grounded truth with 95% intervals, the per-layer table, the
+classifier-head check, the planted units' recovery, label stability, the similarity-function
+table and the evaluation's notes. Nothing is recomputed here.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from html import escape
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mammodissect.analysis.runs import (
+    EVALUATION_JSON,
+    EVALUATION_LAYERS_FILE,
+    HEAD_CHECK_FILE,
+    PLANTED_FILE,
+    SIMILARITIES_FILE,
+)
+from mammodissect.report import page as pg
+
+__all__ = ["evaluation_section"]
+
+#: Overall agreement figures shown, with their labels.
+_AGREEMENT = {
+    "top1_match": "top-1 label is the grounded concept",
+    "top5_match": "grounded concept among the top 5",
+    "same_category": "same category",
+    "same_broad_category": "same broad category",
+    "cosine": "label-truth cosine (MiniLM)",
+    "image_top1_match": "top-1 label names the image-level class",
+    "image_top5_match": "image-level class among the top 5",
+}
+_LAYER_COLUMNS = ["layer", "units", "threshold", "null_p99", "units_above_threshold",
+                  "units_above_null_99", "grounded_units", "top1_match", "top5_match",
+                  "image_grounded_units", "image_top1_match", "bootstrap_survival",
+                  "noise_0.01_survival", "noise_0.02_survival"]  # fmt: skip
+_HEADERS = {"units_above_threshold": "above layer mean", "units_above_null_99": "above null 99%",
+            "null_p99": "null p99", "grounded_units": "grounded", "top1_match": "top-1",
+            "top5_match": "top-5", "image_grounded_units": "image-grounded",
+            "image_top1_match": "image top-1", "bootstrap_survival": "bootstrap survival",
+            "noise_0.01_survival": "noise 0.01 survival",
+            "noise_0.02_survival": "noise 0.02 survival"}  # fmt: skip
+
+
+def _read(path: Path) -> pd.DataFrame | None:
+    return pd.read_csv(path, dtype={"layer": str}) if path.is_file() else None
+
+
+def _interval(info: dict[str, Any], key: str) -> tuple[str, str] | None:
+    value = info.get(key)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    low, high = info.get(f"{key}_low"), info.get(f"{key}_high")
+    shown = f"{value:.3f}"
+    if low is not None and high is not None:
+        shown += f" ({low:.3f}-{high:.3f})"
+    return _AGREEMENT[key], shown
+
+
+def _counts(info: dict[str, Any]) -> list[tuple[str, str]]:
+    counts = info.get("counts", {})
+    grounding = info.get("grounding", {})
+    facts = [
+        ("units", f"{counts.get('units', 0)} in {counts.get('layers', 0)} layers"),
+        ("above the 99th-percentile null", str(counts.get("units_above_null_99", "n/a"))),
+        ("above the 95th-percentile null", str(counts.get("units_above_null_95", "n/a"))),
+        ("above their layer's mean", str(counts.get("units_above_threshold", "n/a"))),
+    ]
+    if grounding.get("source"):
+        facts.append(
+            ("grounded in " + str(grounding["source"]),
+             f"{counts.get('grounded_units', 0)} units ({grounding.get('images', 0)} images)")
+        )  # fmt: skip
+    classes = info.get("image_labels", {}).get("classes") or []
+    if classes:
+        facts.append(
+            ("grounded in image-level classes",
+             f"{counts.get('image_grounded_units', 0)} units ({', '.join(classes)})")
+        )  # fmt: skip
+    similarity = info.get("similarity", {})
+    facts.append(("similarity", str(similarity.get("name", ""))))
+    return facts
+
+
+def _head(table: pd.DataFrame | None, info: dict[str, Any]) -> str:
+    if table is None:
+        return ""
+    head = info.get("head_check") or {}
+    rates = ", ".join(
+        f"{label} {head[key]:.2f}"
+        for key, label in (
+            ("top1_match", "top-1 anchor"),
+            ("top1_in_class", "top-1 in class"),
+            ("top5_in_class", "top-5 in class"),
+        )
+        if head.get(key) is not None
+    )
+    return (
+        f"<h3>Classifier head ({escape(str(head.get('task', '')))})</h3>"
+        '<p class="muted">Each output unit of the fine-tuned head has a known concept, its '
+        f"class: the mammography counterpart of CLIP-Dissect's final-layer test. {escape(rates)}"
+        f'</p><div class="wrap">{pg.table_html(table)}</div>'
+    )
+
+
+def _planted(table: pd.DataFrame | None, info: dict[str, Any]) -> str:
+    if table is None:
+        return ""
+    summary = info.get("planted") or {}
+    facts = [(str(k), f"{v:.3f}" if isinstance(v, float) else str(v))
+             for k, v in summary.items() if not isinstance(v, (dict, list))]  # fmt: skip
+    return (
+        '<h3>Planted units</h3><p class="muted">Synthetic units that are blurred copies of '
+        "one concept's masks, scored with the run's dissector and similarity: how often the "
+        f"known answer comes back.</p>{pg.facts_html(facts)}"
+        f'<div class="wrap">{pg.table_html(table)}</div>'
+    )
+
+
+def _stability(info: dict[str, Any]) -> str:
+    stability = info.get("stability") or {}
+    if not stability:
+        return ""
+    facts = [(str(k), f"{v:.3f}" if isinstance(v, float) else str(v))
+             for k, v in stability.items() if not isinstance(v, (dict, list))]  # fmt: skip
+    return (
+        '<h3>Stability</h3><p class="muted">The share of units whose top-1 label survives a '
+        "bootstrap of the probe images and Gaussian noise on them.</p>" + pg.facts_html(facts)
+    )
+
+
+def _similarities(path: Path) -> str:
+    table = _read(path / SIMILARITIES_FILE)
+    if table is None:
+        return ""
+    figure = path / "similarities.png"
+    image = ""
+    if figure.is_file():
+        data = base64.b64encode(figure.read_bytes()).decode("ascii")
+        image = (f'<div class="figure"><img src="data:image/png;base64,{data}" '
+                 'alt="label agreement per similarity function"></div>')  # fmt: skip
+    columns = ["setting", "grounded_units", "top1_match", "top1_match_low", "top1_match_high",
+               "top5_match", "cosine", "units_above_null_99"]  # fmt: skip
+    return (
+        '<h3>Similarity functions</h3><p class="muted">Every unit relabelled from the caches '
+        "with each similarity setting and scored against the same grounding.</p>"
+        f'{image}<div class="wrap">{pg.table_html(table, columns)}</div>'
+    )
+
+
+def evaluation_section(path: Path) -> str:
+    """The ``<section>`` of a run's evaluation, or ``""`` when the run was not evaluated."""
+    source = path / EVALUATION_JSON
+    if not source.is_file():
+        return ""
+    info = json.loads(source.read_text(encoding="utf-8"))
+    overall = info.get("overall", {})
+    agreement = [pair for key in _AGREEMENT if (pair := _interval(overall, key))]
+    layers = _read(path / EVALUATION_LAYERS_FILE)
+    layer_html = (
+        f'<div class="wrap">{pg.table_html(layers, _LAYER_COLUMNS, headers=_HEADERS)}</div>'
+        if layers is not None
+        else ""
+    )
+    notes = "".join(f"<li>{escape(str(n))}</li>" for n in info.get("notes", []))
+    return f"""
+<section id="sec-evaluation"><h2>Evaluation</h2>
+<p class="muted">From mammodissect evaluate: a null baseline per layer (activations permuted
+across images), grounding in masks, boxes and image-level classes, and the agreement of the
+labels with that truth (means with bootstrap 95% intervals).</p>
+{pg.facts_html(_counts(info))}
+<h3>Agreement with grounded truth</h3>
+{pg.facts_html(agreement) if agreement else '<p class="muted">No grounded unit.</p>'}
+<h3>Per layer</h3>{layer_html}
+{_head(_read(path / HEAD_CHECK_FILE), info)}
+{_planted(_read(path / PLANTED_FILE), info)}
+{_stability(info)}
+{_similarities(path)}
+{f"<h3>Notes</h3><ul>{notes}</ul>" if notes else ""}
+</section>"""
