@@ -219,6 +219,13 @@ def test_classifier_head_check_end_to_end(tmp_path: Path, planted_probe: Path,
     table = pd.read_csv(out / "head_check.csv")
     assert table["class"].tolist() == planted.CONCEPTS
     assert table["top1_match"].all() and (table["truth_rank"] == 1).all()
+    # the run report gets an evaluation section with the head check and the stability
+    assert main(["report", str(out)]) == 0
+    html = (out / "report.html").read_text()
+    assert 'id="sec-evaluation"' in html and 'href="#sec-evaluation"' in html
+    assert "Classifier head (feature)" in html and "top-1 anchor 1.00" in html
+    assert "bootstrap of the images (20 resamples)</dt><dd>1.000" in html
+    assert str(tmp_path) not in html
     # classes given in another order: the check names the mismatch
     flags = ["--head-task", "feature", "--head-classes", ",".join(planted.CONCEPTS[::-1])]
     assert main(["evaluate", str(out), "--quiet", "--bootstrap", "0", *flags]) == 0

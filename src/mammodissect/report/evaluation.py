@@ -131,11 +131,20 @@ def _stability(info: dict[str, Any]) -> str:
     stability = info.get("stability") or {}
     if not stability:
         return ""
-    facts = [(str(k), f"{v:.3f}" if isinstance(v, float) else str(v))
-             for k, v in stability.items() if not isinstance(v, (dict, list))]  # fmt: skip
+    settings = info.get("settings", {})
+    facts = []
+    for key, value in stability.items():
+        kind = key.removesuffix("_survival")
+        label = (
+            f"bootstrap of the images ({settings.get('stability_reps', '?')} resamples)"
+            if kind == "bootstrap"
+            else f"Gaussian noise, sigma {kind.removeprefix('noise_')} of the intensity range"
+        )
+        facts.append((label, f"{value:.3f}"))
     return (
         '<h3>Stability</h3><p class="muted">The share of units whose top-1 label survives a '
-        "bootstrap of the probe images and Gaussian noise on them.</p>" + pg.facts_html(facts)
+        "bootstrap of the probe images (mean over resamples) and Gaussian noise on them.</p>"
+        + pg.facts_html(facts)
     )
 
 
