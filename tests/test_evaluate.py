@@ -180,6 +180,16 @@ def test_planted_units_above_null_and_agreement(planted_runs: dict) -> None:
     assert list(pd.read_csv(run_dir / "evaluation.csv").columns)[:3] == ["layer", "unit", "label"]
     summary = pd.read_csv(run_dir / "summary.csv")
     assert summary["units_above_null"].tolist() == [6]
+    # planted units (blurred copies of the boxes) are recovered by the right dissector only
+    planted_table = pd.read_csv(run_dir / "planted.csv")
+    assert planted_table["concept"].tolist() == planted.CONCEPTS
+    assert right.info["planted"]["top1_recovery"] == 1.0
+    assert wrong.info["planted"]["top1_recovery"] <= 1 / 6
+    from mammodissect.report import report
+
+    html = report(run_dir).read_text()
+    assert "top-1 label is the planted concept</dt><dd>1.000" in html
+    assert "grounded in boxes</dt><dd>6 units" in html
 
 
 def test_random_weights_target_rarely_above_null(tmp_path: Path, planted_probe: Path,

@@ -1,10 +1,16 @@
-"""How often are unit labels right? Null baselines, mask grounding and label agreement.
+"""How often are unit labels right? Null baselines, grounded truth, agreement, stability.
 
 ``evaluate(run_dir, ...)`` (also ``mammodissect evaluate RUN_DIR``) reads a run directory and
-its caches and writes ``evaluation.csv``, ``evaluation_layers.csv`` and ``evaluation.json``.
+its caches and writes ``evaluation.csv``, ``evaluation_layers.csv``, ``evaluation.json`` and,
+when they apply, ``head_check.csv`` and ``planted.csv``.
 Modules, one job each: :mod:`~mammodissect.evaluate.source` (the run and its caches),
 :mod:`~mammodissect.evaluate.null` (permutation null), :mod:`~mammodissect.evaluate.masks`
 (masks and boxes as concept masks), :mod:`~mammodissect.evaluate.grounding` (IoU),
+:mod:`~mammodissect.evaluate.truth` (classes as concepts),
+:mod:`~mammodissect.evaluate.image_labels` (density and BI-RADS: AUROC/AUPRC),
+:mod:`~mammodissect.evaluate.head` (the classifier-head check),
+:mod:`~mammodissect.evaluate.planted` (planted units with known answers),
+:mod:`~mammodissect.evaluate.stability` (bootstrap and noise),
 :mod:`~mammodissect.evaluate.agreement` (label vs truth), :mod:`~mammodissect.evaluate.tables`
 (outputs), :mod:`~mammodissect.evaluate.core` (the pipeline),
 :mod:`~mammodissect.evaluate.similarities` (``compare_similarities``: every similarity setting

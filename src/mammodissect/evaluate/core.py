@@ -46,6 +46,7 @@ from mammodissect.evaluate.image_labels import (
 )
 from mammodissect.evaluate.masks import mask_source
 from mammodissect.evaluate.null import NullBaseline, null_baseline, top1
+from mammodissect.evaluate.planted import Planted, planted_units
 from mammodissect.evaluate.source import RunSource, open_run
 from mammodissect.evaluate.stability import bootstrap_stability, noise_stability
 from mammodissect.models.configured import load_models, resolve_device
@@ -73,6 +74,9 @@ class Evaluation:
     head:
         ``head_check.csv`` (:mod:`mammodissect.evaluate.head`), when the run recorded a
         classifier head with known classes.
+    planted:
+        ``planted.csv`` (:mod:`mammodissect.evaluate.planted`), when the probe has masks or
+        boxes.
     out:
         The run directory written to (None with ``write=False``).
     """
@@ -81,6 +85,7 @@ class Evaluation:
     layers: pd.DataFrame
     info: dict[str, Any] = field(default_factory=dict)
     head: pd.DataFrame | None = None
+    planted: pd.DataFrame | None = None
     out: Path | None = None
 
 
@@ -220,6 +225,7 @@ def evaluate(
 
     notes: list[str] = []
     grounding: Grounding | None = None
+    planted: Planted | None = None
     kind = None
     loaded = _probe(probe, source, notes)
     if loaded is not None:
@@ -236,6 +242,12 @@ def evaluate(
                 quiet=quiet,
             )  # fmt: skip
             notes += grounding.notes
+            planted = planted_units(
+                loaded, source.rows.tolist(), masks, cosines, list(concepts.concepts),
+                similarity, params, categories=concepts.to_frame(), pooling=config.pooling,
+                bootstrap=bootstrap, seed=seed, quiet=quiet,
+            )  # fmt: skip
+            notes += planted.notes
             if masks.unmatched:
                 unmatched = sorted(masks.unmatched)
                 notes.append(
@@ -304,6 +316,7 @@ def evaluate(
             "exact_thresholds": dict(grounding.exact) if grounding else {},
         },
         "stability": tables.stability_summary(units),
+        "planted": planted.summary if planted is not None else None,
         "image_labels": {
             "classes": image.titles if image is not None else [],
             "images_labelled": int(image.labelled.any(axis=1).sum()) if image is not None else 0,
@@ -329,11 +342,15 @@ def evaluate(
         "notes": notes,
         "timings_s": timings,
     }
-    result = Evaluation(units=units, layers=layers, info=info, head=head_table)
+    result = Evaluation(
+        units=units, layers=layers, info=info, head=head_table,
+        planted=planted.table if planted is not None else None,
+    )  # fmt: skip
     if write:
         result.out = tables.write(
-            source.run.path, result.units, result.layers, result.info, head=head_table
-        )
+            source.run.path, result.units, result.layers, result.info,
+            head=result.head, planted=result.planted,
+        )  # fmt: skip
         above = dict(zip(layers["layer"], layers["units_above_null_99"], strict=True))
         write_summary(source.run.path, extra={"units_above_null": above})
     return result

@@ -49,6 +49,7 @@ __all__ = [
     "IoUAccumulator",
     "ThresholdSampler",
     "ground",
+    "image_shape",
     "iou",
     "quantile_thresholds",
 ]
@@ -333,7 +334,7 @@ def ground(
     for good, maps, facts in sweep:
         for i, row in enumerate(good):
             geometry = (facts.get(row) or {}).get("geometry")
-            shape = _image_shape(probe, row, geometry)
+            shape = image_shape(probe, row, geometry)
             frame = frame_size(shape, max_side)
             masks = {c: _scale_mask(m, frame) for c, m in source.masks(row, shape).items()}
             grid, valid = frame_grid(geometry, shape, frame)
@@ -350,7 +351,9 @@ def ground(
     return result
 
 
-def _image_shape(probe: Probe, row: int, geometry: dict[str, Any] | None) -> tuple[int, int]:
+def image_shape(probe: Probe, row: int, geometry: dict[str, Any] | None) -> tuple[int, int]:
+    """The stored (decoded) size (H, W) of probe row ``row``: from the recorded preprocessing
+    ``geometry`` when known, else by decoding the image."""
     if geometry:
         return int(geometry["orig_height"]), int(geometry["orig_width"])
     image = read_image(probe.items[row].path)

@@ -3,7 +3,9 @@
 ``evaluation.csv``, one row per unit (:data:`UNIT_COLUMNS`):
 
 ``layer, unit, label, score, above_threshold, above_null_95, above_null_99, grounded_concept,
-iou, top1_match, top5_match, same_category, same_broad_category, cosine``
+iou, top1_match, top5_match, same_category, same_broad_category, cosine, image_class,
+image_truth, auroc, auprc, image_top1_match, image_top5_match``, then the stability columns
+``bootstrap_survival`` and ``noise_SIGMA_survival``
 
 - ``label``/``score``: the rank-1 concept and its score (neurons.csv);
 - ``above_threshold``: score >= the layer mean of top-1 scores (the published local threshold);
@@ -11,16 +13,27 @@ iou, top1_match, top5_match, same_category, same_broad_category, cosine``
 - ``grounded_concept``/``iou``: the best-IoU concept (``ungrounded`` below the cut-off; empty
   when grounding was skipped) and its IoU;
 - agreement columns: empty for units that are not grounded (see
-  :mod:`mammodissect.evaluate.agreement`).
+  :mod:`mammodissect.evaluate.agreement`);
+- ``image_*``, ``auroc``, ``auprc``: the unit's best image-level class (density, BI-RADS) when
+  its AUROC passes the threshold, and whether its labels name it
+  (:mod:`mammodissect.evaluate.image_labels`);
+- ``bootstrap_survival``: the share of bootstrap resamples of the probe images keeping its
+  top-1 label; ``noise_SIGMA_survival``: whether it survives Gaussian noise of SIGMA
+  (:mod:`mammodissect.evaluate.stability`).
 
 ``evaluation_layers.csv``, one row per layer in model order (:data:`LAYER_COLUMNS`):
 
 ``layer, position, units, threshold, null_mean, null_p95, null_p99, units_above_threshold,
 units_above_null_95, units_above_null_99, fraction_above_null_99, grounded_units,
 exact_thresholds``, then per agreement metric ``METRIC, METRIC_low, METRIC_high`` (mean over
-the layer's grounded units and its bootstrap 95% interval).
+the layer's grounded units and its bootstrap 95% interval), ``image_grounded_units`` and the
+image-level agreement with intervals, and the mean of each stability column.
 
-``evaluation.json``: settings, the similarity function, grounding facts, counts, overall
+``head_check.csv`` and ``planted.csv``: see :mod:`mammodissect.evaluate.head` and
+:mod:`mammodissect.evaluate.planted`.
+
+``evaluation.json``: settings, the similarity function, grounding facts, image-level
+classes, the head check's and the planted units' summaries, stability, counts, overall
 agreement (same keys as the per-layer metrics, over all grounded units), notes, timings. No
 absolute paths.
 """
@@ -39,6 +52,7 @@ from mammodissect.analysis.runs import (
     EVALUATION_JSON,
     EVALUATION_LAYERS_FILE,
     HEAD_CHECK_FILE,
+    PLANTED_FILE,
 )
 from mammodissect.errors import MammodissectError
 from mammodissect.evaluate.agreement import METRICS, summarize_agreement
@@ -196,14 +210,16 @@ def write(
     info: dict[str, Any],
     *,
     head: pd.DataFrame | None = None,
+    planted: pd.DataFrame | None = None,
 ) -> Path:
     """Write ``evaluation.csv``, ``evaluation_layers.csv``, ``evaluation.json`` and, when
-    given, ``head_check.csv`` (a stale one is removed otherwise)."""
+    given, ``head_check.csv`` and ``planted.csv`` (stale ones are removed otherwise)."""
     try:
-        if head is not None:
-            head.to_csv(run_dir / HEAD_CHECK_FILE, index=False)
-        else:
-            (run_dir / HEAD_CHECK_FILE).unlink(missing_ok=True)
+        for name, table in ((HEAD_CHECK_FILE, head), (PLANTED_FILE, planted)):
+            if table is not None:
+                table.to_csv(run_dir / name, index=False)
+            else:
+                (run_dir / name).unlink(missing_ok=True)
         units.to_csv(run_dir / EVALUATION_FILE, index=False)
         layers.to_csv(run_dir / EVALUATION_LAYERS_FILE, index=False)
         text = json.dumps(info, indent=2, default=_jsonable) + "\n"

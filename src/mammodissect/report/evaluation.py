@@ -56,15 +56,20 @@ def _read(path: Path) -> pd.DataFrame | None:
     return pd.read_csv(path, dtype={"layer": str}) if path.is_file() else None
 
 
-def _interval(info: dict[str, Any], key: str) -> tuple[str, str] | None:
-    value = info.get(key)
+def _with_interval(values: dict[str, Any], key: str) -> str | None:
+    value = values.get(key)
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
-    low, high = info.get(f"{key}_low"), info.get(f"{key}_high")
+    low, high = values.get(f"{key}_low"), values.get(f"{key}_high")
     shown = f"{value:.3f}"
     if low is not None and high is not None:
         shown += f" ({low:.3f}-{high:.3f})"
-    return _AGREEMENT[key], shown
+    return shown
+
+
+def _interval(info: dict[str, Any], key: str) -> tuple[str, str] | None:
+    shown = _with_interval(info, key)
+    return None if shown is None else (_AGREEMENT[key], shown)
 
 
 def _counts(info: dict[str, Any]) -> list[tuple[str, str]]:
@@ -117,12 +122,18 @@ def _planted(table: pd.DataFrame | None, info: dict[str, Any]) -> str:
     if table is None:
         return ""
     summary = info.get("planted") or {}
-    facts = [(str(k), f"{v:.3f}" if isinstance(v, float) else str(v))
-             for k, v in summary.items() if not isinstance(v, (dict, list))]  # fmt: skip
+    facts = [("planted units", str(summary.get("units", len(table))))]
+    for key, label in (("top1_recovery", "top-1 label is the planted concept"),
+                       ("top5_recovery", "planted concept among the top 5")):  # fmt: skip
+        shown = _with_interval(summary, key)
+        if shown is not None:
+            facts.append((label, shown))
+    if summary.get("median_rank") is not None:
+        facts.append(("median rank of the planted concept", f"{summary['median_rank']:g}"))
     return (
         '<h3>Planted units</h3><p class="muted">Synthetic units that are blurred copies of '
-        "one concept's masks, scored with the run's dissector and similarity: how often the "
-        f"known answer comes back.</p>{pg.facts_html(facts)}"
+        "one concept's masks, scored with the run's dissector and similarity function: how "
+        f"often the known answer comes back.</p>{pg.facts_html(facts)}"
         f'<div class="wrap">{pg.table_html(table)}</div>'
     )
 
