@@ -80,7 +80,7 @@ def test_train_command_writes_loadable_weights(tmp_path, capsys):
 def test_reduced_demo_m_has_more_passing_mammography_units_than_g(tmp_path, capsys):
     code = main([
         "demo", "--out", str(tmp_path / "demo"), "--images", "48", "--blocks", "[4-6].0",
-        "--quiet", "--device", "cpu",
+        "--quiet", "--device", "cpu", "--evaluate",
     ])  # fmt: skip
     assert code == 0
     printed = capsys.readouterr().out
@@ -106,3 +106,14 @@ def test_reduced_demo_m_has_more_passing_mammography_units_than_g(tmp_path, caps
     for folder in (*variants, "compare"):
         page = (tmp_path / "demo" / folder / "report.html").read_text()
         assert "<html" in page and str(tmp_path) not in page
+    # --evaluate: every variant evaluated before the comparison, which then has the null counts
+    assert printed.count("   evaluated: ") == len(variants)
+    assert summary["planted_top1_recovery"].notna().all()
+    assert summary.loc["C-mass", "head_top1_in_class"] in (0.0, 1.0)  # one unit: the mass logit
+    assert summary.loc[["G", "M"], "head_top1_in_class"].isna().all()
+    assert pd.read_csv(compared / "compare.csv")["passing_null"].notna().all()
+    density = pd.read_csv(tmp_path / "demo" / "C-density" / "head_check.csv")
+    assert density["class"].tolist() == ["A", "B", "C", "D"]
+    assert density["truth"].tolist()[2] == "heterogeneously dense breasts"
+    page = (tmp_path / "demo" / "C-density" / "report.html").read_text()
+    assert 'id="sec-evaluation"' in page and "Classifier head (density)" in page

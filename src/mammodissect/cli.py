@@ -466,6 +466,12 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help="probe seed (default 2026, held out from training)")
     p.add_argument("--blocks", default="*.*", help="Lite0 blocks to dissect (default all: *.*)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
+    p.add_argument(
+        "--evaluate",
+        action="store_true",
+        help="also evaluate every variant's labels against the phantoms' masks and labels "
+        "(mammodissect evaluate; several minutes per variant on a CPU)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -478,16 +484,26 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     summary = run_demo(
         Path(args.out), images=args.images, seed=DEMO_SEED if args.seed is None else args.seed,
-        blocks=args.blocks, device=args.device, quiet=args.quiet,
+        blocks=args.blocks, device=args.device, quiet=args.quiet, evaluate_runs=args.evaluate,
     )  # fmt: skip
-    for row in summary.itertuples():
+    for row in summary.to_dict("records"):
         print(
-            f"{row.variant} ({row.model}): {row.passing_mammography_units} of the "
-            f"{row.passing_units} units above the global threshold have a mammography concept; "
-            f"all units: {row.mammography_units}/{row.units} "
-            f"(labels drawn at random: {row.mammography_share:.0%})"
+            f"{row['variant']} ({row['model']}): {row['passing_mammography_units']} of the "
+            f"{row['passing_units']} units above the global threshold have a mammography "
+            f"concept; all units: {row['mammography_units']}/{row['units']} "
+            f"(labels drawn at random: {row['mammography_share']:.0%})"
         )
-        print(f"   last block {row.last_layer}: {row.last_layer_top_concepts}")
+        print(f"   last block {row['last_layer']}: {row['last_layer_top_concepts']}")
+        if args.evaluate:
+            head = row["head_top1_in_class"]
+            print(
+                f"   evaluated: {row['units_above_null_99']} units above the 99% null; "
+                f"{row['grounded_units']} grounded in masks, top-1 agreement "
+                f"{_rate(row['top1_match'])}; planted units recovered at top-1 "
+                f"{_rate(row['planted_top1_recovery'])}; labels surviving noise 0.02: "
+                f"{_rate(row.get('noise_0.02_survival'))}"
+                + ("" if _rate(head) == "n/a" else f"; head top-1 in class {_rate(head)}")
+            )
     uncaptured = pd.read_csv(Path(args.out) / COMPARE / "uncaptured.csv")
     print(
         f"{len(uncaptured)} mammography concepts are the top concept of no passing unit in any "
@@ -715,7 +731,7 @@ def _floats(text: str, flag: str) -> list[float]:
 
 
 def _rate(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}"
+    return "n/a" if value is None or value != value else f"{value:.2f}"  # None or NaN
 
 
 def _top_ks(text: str) -> list[int]:

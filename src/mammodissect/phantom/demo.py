@@ -25,7 +25,15 @@ from mammodissect.phantom.targets import C_TASKS
 from mammodissect.phantom.write import write_phantoms
 from mammodissect.report import REPORT_FILE, report
 
-__all__ = ["DEMO_SEED", "REPORT_FILE", "Variant", "demo_variants", "run_demo", "summarise"]
+__all__ = [
+    "DEMO_SEED",
+    "REPORT_FILE",
+    "Variant",
+    "demo_variants",
+    "evaluation_row",
+    "run_demo",
+    "summarise",
+]
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +101,25 @@ def summarise(name: str, result: Dissection, comparison: Comparison) -> dict[str
     }
 
 
+def evaluation_row(info: dict[str, Any]) -> dict[str, Any]:
+    """A variant's evaluation figures for the demo summary, from its ``evaluation.json``:
+    units above the 99th-percentile null, units grounded in masks and their top-1 agreement,
+    units grounded in density/BI-RADS classes, planted units' top-1 recovery, the head
+    check's top-1-in-class rate (C variants) and the stability of top-1 labels."""
+    counts, overall = info["counts"], info["overall"]
+    head, planted = info.get("head_check") or {}, info.get("planted") or {}
+    return {
+        "units_above_null_99": counts["units_above_null_99"],
+        "grounded_units": counts["grounded_units"],
+        "top1_match": overall.get("top1_match"),
+        "image_grounded_units": counts.get("image_grounded_units"),
+        "image_top1_match": overall.get("image_top1_match"),
+        "planted_top1_recovery": planted.get("top1_recovery"),
+        "head_top1_in_class": head.get("top1_in_class"),
+        **info.get("stability", {}),
+    }
+
+
 def run_demo(
     out: Path = Path("runs/demo"),
     *,
@@ -103,12 +130,19 @@ def run_demo(
     quiet: bool = False,
     num_workers: int = 2,
     report_cards: int = 3,
+    evaluate_runs: bool = False,
 ) -> pd.DataFrame:
     """Run the demo; returns the summary table (also written as ``OUT/summary.csv``) and
     writes the comparison of the variants (:func:`mammodissect.compare`) to ``OUT/compare``
     and the HTML reports (:func:`mammodissect.report`) of each variant and of the comparison
     (``report.html``; unit cards with 3 top images for the ``report_cards`` best units per
-    layer)."""
+    layer).
+
+    With ``evaluate_runs``, every variant is first evaluated against the phantoms' masks and
+    labels (:func:`mammodissect.evaluate.evaluate`: null baseline, grounding, image-level
+    classes, the C variants' head check, planted units, stability), so that the comparison
+    has the null-based counts, the reports an evaluation section and the summary the
+    figures of :func:`evaluation_row`."""
     out = Path(out)
     manifest = write_phantoms(out / "probe", generate(images, seed=seed))
     variants = demo_variants(blocks)
@@ -119,13 +153,27 @@ def run_demo(
             out=out / variant.name, image_size=variant.image_size, device=device,
             quiet=quiet, num_workers=num_workers,
         )  # fmt: skip
+    evaluations = {}
+    if evaluate_runs:
+        from mammodissect.evaluate import evaluate
+
+        for variant in variants:
+            evaluations[variant.name] = evaluate(
+                out / variant.name, probe=manifest, target=variant.target, device=device,
+                quiet=quiet,
+            ).info  # fmt: skip
     comparison = compare([out / name for name in results], out / COMPARE)
     for variant in variants:  # the runs' reports first: the comparison's report links them
         report(out / variant.name, probe=manifest, cards=report_cards, card_images=3,
                target=variant.target, device=device)  # fmt: skip
     report(out / COMPARE)
     summary = pd.DataFrame(
-        {**summarise(v.name, results[v.name], comparison), "model": v.description} for v in variants
+        {
+            **summarise(v.name, results[v.name], comparison),
+            "model": v.description,
+            **(evaluation_row(evaluations[v.name]) if v.name in evaluations else {}),
+        }
+        for v in variants
     )
     summary.to_csv(out / "summary.csv", index=False)
     return summary
