@@ -670,14 +670,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from mammodissect.evaluate.similarities import similarity_settings
 
     if args.similarities:  # bad names or top_k fail before the evaluation runs
-        similarity_settings(args.similarities.split(","), _top_ks(args.top_k))
+        similarity_settings(args.similarities.split(","), _numbers(args.top_k, "--top-k", int))
     result = evaluate(
         args.run_dir, probe=args.probe, target=args.target, dissector=args.dissector,
         cache_dir=args.cache_dir, null_seeds=args.null_seeds, quantile=args.quantile,
         iou_threshold=args.iou_threshold, auroc_threshold=args.auroc_threshold,
         head_task=args.head_task,
         head_classes=args.head_classes.split(",") if args.head_classes else None,
-        stability_reps=args.stability_reps, noise=_floats(args.noise, "--noise"),
+        stability_reps=args.stability_reps, noise=_numbers(args.noise, "--noise"),
         max_side=args.max_side, bootstrap=args.bootstrap,
         seed=args.seed, batch_size=args.batch_size, device=args.device, quiet=args.quiet,
     )  # fmt: skip
@@ -719,28 +719,19 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _floats(text: str, flag: str) -> list[float]:
-    if text.strip().lower() in ("", "none"):
-        return []
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError as err:
-        raise MammodissectError(
-            f"{flag} must be comma-separated numbers (e.g. 0.01,0.02) or none, got {text!r}"
-        ) from err
-
-
 def _rate(value: float | None) -> str:
     return "n/a" if value is None or value != value else f"{value:.2f}"  # None or NaN
 
 
-def _top_ks(text: str) -> list[int]:
+def _numbers(text: str, flag: str, cast: type = float) -> list[Any]:
+    """Comma-separated numbers of a flag (``int`` or ``float``); ``none`` or nothing: []."""
+    if text.strip().lower() in ("", "none"):
+        return []
     try:
-        return [int(k) for k in text.split(",") if k.strip()]
+        return [cast(v) for v in text.split(",") if v.strip()]
     except ValueError as err:
-        raise MammodissectError(
-            f"--top-k must be comma-separated integers (e.g. 20,100), got {text!r}"
-        ) from err
+        kind = "integers (e.g. 20,100)" if cast is int else "numbers (e.g. 0.01,0.02)"
+        raise MammodissectError(f"{flag} must be comma-separated {kind}, got {text!r}") from err
 
 
 def _compare_similarities(args: argparse.Namespace, units: Any) -> None:
@@ -749,7 +740,7 @@ def _compare_similarities(args: argparse.Namespace, units: Any) -> None:
     from mammodissect.evaluate.similarities import compare_similarities
 
     names = [n.strip() for n in args.similarities.split(",") if n.strip()]
-    top_ks = _top_ks(args.top_k)
+    top_ks = _numbers(args.top_k, "--top-k", int)
     table = compare_similarities(
         args.run_dir, similarities=names, top_ks=top_ks, evaluation=units,
         dissector=args.dissector, cache_dir=args.cache_dir, null_seeds=args.null_seeds,
