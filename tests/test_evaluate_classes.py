@@ -83,6 +83,7 @@ def test_class_truths_in_the_bundled_set(birads_frame: pd.DataFrame) -> None:
     assert class_truth("density", "DENSITY C", birads_frame).anchor == dense.anchor  # VinDr
     four = class_truth("birads", "4", birads_frame)
     assert four.anchor == "BI-RADS 4"
+    assert class_truth("birads", "1", birads_frame).title == "birads=1"  # "1" is not "yes"
     assert "BI-RADS 4B moderate suspicion for malignancy" in four.members
     assert "BI-RADS 5" not in four.members
     mass = class_truth("mass", "yes", birads_frame)

@@ -600,14 +600,19 @@ def _add_analysis(sub: argparse._SubParsersAction) -> None:
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate",
-        help="how often are a run's labels right: null baseline, mask grounding, agreement",
+        help="how often are a run's labels right: null baseline, grounding, agreement, "
+        "planted units, the classifier-head check, stability",
         description="Reads a run directory and its caches (no forward pass for the null): per "
         "layer, top-1 scores with activations permuted across images (the null; units above "
-        "its 95th/99th percentile); with --probe masks or boxes, each unit's grounded concept "
-        "(IoU of its top-0.5% activation maps with concept masks) and the agreement of the "
-        "labels with it (top-1, top-5, category, MiniLM cosine; bootstrap 95% CIs). Writes "
-        "evaluation.csv, evaluation_layers.csv, evaluation.json and units_above_null in "
-        "summary.csv.",
+        "its 95th/99th percentile); label survival under a bootstrap of the probe images. With "
+        "--probe: each unit's grounded concept in masks or boxes (IoU of its top-0.5% activation "
+        "maps), its best density/BI-RADS class (AUROC of its pooled activation), the agreement "
+        "of the labels with both (top-1, top-5, category, MiniLM cosine; bootstrap 95% CIs), "
+        "planted units (blurred copies of each concept's masks) scored like a layer, and label "
+        "survival under Gaussian noise on the images (recorded again, cached). For a fine-tuned "
+        "classifier the head's units are checked against their classes. Writes "
+        "evaluation.csv, evaluation_layers.csv, evaluation.json, head_check.csv, planted.csv "
+        "and units_above_null in summary.csv.",
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `mammodissect run`")
     p.add_argument("--probe", help="the run's probe (needed for grounding)")

@@ -215,7 +215,7 @@ def evaluate(
             similarity, cosines, activations, params, labels[layer], reps=stability_reps,
             seed=seed, quiet=True,
         )  # fmt: skip
-    timings["null"] = _lap(started, sum(timings.values()))
+    timings["null_and_bootstrap"] = _lap(started, sum(timings.values()))
     recording = {
         "cache_root": root, "pooling": config.pooling, "batch_size": config.batch_size,
         "device": run_device, "num_workers": config.num_workers, "voi": config.voi,
@@ -224,36 +224,27 @@ def evaluate(
     }  # fmt: skip
 
     notes: list[str] = []
+    loaded = _probe(probe, source, notes)
+    masks = mask_source(loaded, concepts.concepts) if loaded is not None else None
     grounding: Grounding | None = None
     planted: Planted | None = None
-    kind = None
-    loaded = _probe(probe, source, notes)
-    if loaded is not None:
-        masks = mask_source(loaded, concepts.concepts)
-        if masks is None:
-            notes.append("the probe has neither a mask_path column nor boxes: grounding skipped")
-        else:
-            kind = masks.kind
-            grounding = ground(
-                target_model, loaded, source.rows.tolist(), source.layers, masks,
-                quantile=quantile, max_samples=max_samples, max_side=max_side,
-                batch_size=config.batch_size, device=run_device, voi=config.voi, seed=seed,
-                image_cache=PreparedImageCache(root) if config.cache_images else None,
-                quiet=quiet,
-            )  # fmt: skip
-            notes += grounding.notes
-            planted = planted_units(
-                loaded, source.rows.tolist(), masks, cosines, list(concepts.concepts),
-                similarity, params, categories=concepts.to_frame(), pooling=config.pooling,
-                bootstrap=bootstrap, seed=seed, quiet=quiet,
-            )  # fmt: skip
-            notes += planted.notes
-            if masks.unmatched:
-                unmatched = sorted(masks.unmatched)
-                notes.append(
-                    f"{len(unmatched)} mask/finding names match no concept of the run and were "
-                    f"left out: {', '.join(unmatched[:10])}{' ...' if len(unmatched) > 10 else ''}"
-                )
+    if loaded is not None and masks is None:
+        notes.append("the probe has neither a mask_path column nor boxes: grounding skipped")
+    elif masks is not None:
+        grounding = ground(
+            target_model, loaded, source.rows.tolist(), source.layers, masks,
+            quantile=quantile, max_samples=max_samples, max_side=max_side,
+            batch_size=config.batch_size, device=run_device, voi=config.voi, seed=seed,
+            image_cache=PreparedImageCache(root) if config.cache_images else None, quiet=quiet,
+        )  # fmt: skip
+        planted = planted_units(
+            loaded, source.rows.tolist(), masks, cosines, list(concepts.concepts), similarity,
+            params, categories=concepts.to_frame(), pooling=config.pooling,
+            bootstrap=bootstrap, seed=seed, quiet=quiet,
+        )  # fmt: skip
+        notes += grounding.notes + planted.notes + _unmatched(masks)
+    timings["grounding"] = _lap(started, sum(timings.values()))
+
     if loaded is not None and noise:
         noisy = noise_stability(
             target_model, dissector_model, loaded, source.rows, source.layers, texts,
@@ -262,11 +253,11 @@ def evaluate(
         survival.update({_noise_column(s): n.survived for s, n in noisy.items()})
     elif noise:
         notes.append("no probe given: label stability under noise not measured")
-    timings["stability"] = _lap(started, sum(timings.values()))
+    timings["noise"] = _lap(started, sum(timings.values()))
+
     frame = concepts.to_frame().drop_duplicates("concept")
     image = image_labels(loaded, source.rows.tolist(), frame) if loaded is not None else None
-    if image is not None:
-        notes += image.notes
+    notes += image.notes if image is not None else []
     head = _head_task(source, head_task, head_classes)
     head_table = None
     if head is not None:
@@ -282,7 +273,7 @@ def evaluate(
             head_table = head_check(head_scores, list(concepts.concepts), head, frame)
     for note in notes:
         log.warning("%s: %s", name, note)
-    timings["grounding"] = _lap(started, sum(timings.values()))
+    timings["classes"] = _lap(started, sum(timings.values()))
 
     units = _unit_table(
         source, nulls, grounding, iou_threshold, concepts, image, auroc_threshold
@@ -310,7 +301,7 @@ def evaluate(
         },
         "similarity": {"name": sim_name, "params": params},
         "grounding": {
-            "source": kind,
+            "source": masks.kind if masks is not None else None,
             "images": grounding.images if grounding else 0,
             "concepts_with_masks": len(grounding.masked) if grounding else 0,
             "exact_thresholds": dict(grounding.exact) if grounding else {},
@@ -382,6 +373,18 @@ def _head_task(
 ) -> HeadTask | None:
     info = source.run.info.get("target", {}).get("info", {}) or {}
     return head_task(info, task, classes)
+
+
+def _unmatched(masks: Any) -> list[str]:
+    """A note naming the mask/finding names that match no concept, if any."""
+    if not masks.unmatched:
+        return []
+    names = sorted(masks.unmatched)
+    more = " ..." if len(names) > 10 else ""
+    return [
+        f"{len(names)} mask/finding names match no concept of the run and were left out: "
+        f"{', '.join(names[:10])}{more}"
+    ]
 
 
 def _noise_column(sigma: float) -> str:

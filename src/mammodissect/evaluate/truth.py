@@ -45,6 +45,8 @@ _FINDINGS = {
     "mass": ("mass", "breast mass"),
     "calcification": ("calcification", "calcifications"),
 }
+#: Tasks whose classes are named (density letters, BI-RADS numbers), never yes/no.
+_CLASS_TASKS = ("density", "birads")
 #: Names of the positive class of a yes/no task.
 _POSITIVE = {"yes", "1", "true", "positive"}
 
@@ -61,17 +63,21 @@ class ClassTruth:
         The concept string naming the class.
     members:
         Every concept that counts as naming it (the anchor included).
+    binary:
+        Whether it is the positive class of a yes/no task.
     """
 
     task: str
     name: str
     anchor: str
     members: frozenset[str]
+    binary: bool = False
 
     @property
     def title(self) -> str:
-        """``task=class`` (``density=C``), or the task alone for a yes/no task."""
-        return self.task if self.name in _POSITIVE else f"{self.task}={self.name}"
+        """``task=class`` (``density=C``, ``birads=1``), or the task alone for the positive
+        class of a yes/no task (``mass``)."""
+        return self.task if self.binary else f"{self.task}={self.name}"
 
 
 def _candidates(task: str, name: str) -> tuple[str, ...]:
@@ -119,11 +125,11 @@ def class_truth(task: str, name: str, frame: pd.DataFrame) -> ClassTruth | None:
     )
     if anchor is None:
         return None
-    binary = str(name).strip().lower() in _POSITIVE
+    binary = task not in _CLASS_TASKS and str(name).strip().lower() in _POSITIVE
     broad = binary and task in _FINDINGS
     groups = _groups(frame, broad)
     members = {anchor} | {c for c, g in groups.items() if g & groups.get(anchor, set())}
-    return ClassTruth(task, str(name), anchor, frozenset(members))
+    return ClassTruth(task, str(name), anchor, frozenset(members), binary)
 
 
 def _groups(frame: pd.DataFrame, broad: bool) -> dict[str, set[str]]:
