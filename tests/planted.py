@@ -145,15 +145,16 @@ def make_dissector() -> PlantedDissector:
 
 
 class PlantedClassifier(nn.Module):
-    """A classifier whose head unit j is the mean of cell j: the class ``planted feature j``."""
+    """A classifier whose head unit i is the mean of cell ``features[i]``: by default one unit
+    per feature (the classes ``planted feature j``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, features: Sequence[int] = tuple(range(N_FEATURES))) -> None:
         super().__init__()
         self.features = CellMeans()
         self.classifier = nn.Module()
-        self.classifier.classification_head = nn.Linear(N_FEATURES, N_FEATURES)
+        self.classifier.classification_head = nn.Linear(N_FEATURES, len(features))
         with torch.no_grad():
-            self.classifier.classification_head.weight.copy_(torch.eye(N_FEATURES))
+            self.classifier.classification_head.weight.copy_(torch.eye(N_FEATURES)[list(features)])
             self.classifier.classification_head.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -164,3 +165,9 @@ def make_classifier() -> Target:
     """A C-variant-like target: its head's classes are the planted concepts."""
     info = {"task": "feature", "kind": "multiclass", "classes": list(CONCEPTS)}
     return Target(PlantedClassifier(), PREPROCESS, "planted-classifier", {"planted": 2}, info)
+
+
+def make_binary_classifier() -> Target:
+    """A one-unit head detecting feature 2: the yes/no task ``planted_feature_2``."""
+    info = {"task": "planted_feature_2", "kind": "binary", "classes": ["no", "yes"]}
+    return Target(PlantedClassifier([2]), PREPROCESS, "planted-binary", {"planted": 3}, info)

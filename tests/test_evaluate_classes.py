@@ -246,3 +246,19 @@ def test_classifier_head_check_end_to_end(tmp_path: Path, planted_probe: Path,
     assert main(["evaluate", str(bare), "--quiet", "--bootstrap", "0", "--probe",
                  str(planted_probe)]) == 0  # fmt: skip
     assert pd.read_csv(bare / "head_check.csv")["top1_match"].all()
+
+
+def test_one_unit_head_is_scored_among_the_layer_below(tmp_path: Path, planted_probe: Path,
+                                                       concept_file: Path) -> None:  # fmt: skip
+    """soft-WPMI over a one-unit layer gives every concept the same score; among the units of
+    the layer below, the binary head's unit gets its class."""
+    out = tmp_path / "binary"
+    result = dissect("python:planted:make_binary_classifier", DISSECTOR, planted_probe,
+                     concept_file, "features,classifier.classification_head", out=out,
+                     quiet=True, num_workers=0, similarity_params={"top_k": 10})  # fmt: skip
+    alone = result.neurons.query("layer == 'classifier.classification_head'")
+    assert alone["score"].nunique() == 1  # the run's own labels of the head are meaningless
+    table = evaluate(out, quiet=True, bootstrap=0).head
+    assert table["class"].tolist() == ["yes"]
+    assert table["truth"].tolist() == ["planted feature 2"]
+    assert table["label"].tolist() == ["planted feature 2"] and table["truth_rank"].tolist() == [1]

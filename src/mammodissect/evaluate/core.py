@@ -269,7 +269,9 @@ def evaluate(
                 "then recorded) or add it to the run's --layers for the head check"
             )
         else:
-            head_scores = similarity(cosines, torch.from_numpy(outputs), **params)
+            context = _head_context(source, head.layer, notes)
+            together = torch.from_numpy(np.concatenate([context, outputs], axis=1))
+            head_scores = similarity(cosines, together, **params)[context.shape[1] :]
             head_table = head_check(head_scores, list(concepts.concepts), head, frame)
     for note in notes:
         log.warning("%s: %s", name, note)
@@ -385,6 +387,21 @@ def _unmatched(masks: Any) -> list[str]:
         f"{len(names)} mask/finding names match no concept of the run and were left out: "
         f"{', '.join(names[:10])}{more}"
     ]
+
+
+def _head_context(source: RunSource, head: str, notes: list[str]) -> np.ndarray:
+    """The units the head's units are scored among: the run's last layer other than the head.
+
+    soft-WPMI and WPMI weigh a concept by its mean over the layer's units; over a head of one
+    unit (a binary task) every concept would score the same, and over four nearly so. Scored
+    among the units of the layer below, as CLIP-Dissect scored 1,000 ImageNet outputs
+    together, the head's units get a concept prior from a real population.
+    """
+    others = [layer for layer in source.layers if layer != head]
+    if not others:
+        notes.append(f"the run recorded only the head {head!r}: its units are scored alone")
+        return np.zeros((len(source.rows), 0), dtype=np.float32)
+    return source.activations(others[-1])
 
 
 def _noise_column(sigma: float) -> str:

@@ -6,7 +6,10 @@ classifier fine-tuned for density, mass, calcification or BI-RADS; the layer
 ``classifier.classification_head`` of ``classifier:`` and ``mammoclip-classifier:`` targets).
 Unit ``i`` of a multi-class head is class ``i``; the one unit of a binary head is the positive
 class. Each class stands for a concept anchor and its sub-category or broad category
-(:mod:`mammodissect.evaluate.truth`). Per head unit, from the run's full score row:
+(:mod:`mammodissect.evaluate.truth`). ``evaluate`` scores the head's units among the units of
+the run's last layer below the head (soft-WPMI's concept prior is a mean over a layer's units:
+over a one-unit head every concept would score the same). Per head unit, from its full score
+row:
 
 - ``label``/``score``: its rank-1 concept;
 - ``truth_rank``: the rank of the class's anchor among all concepts (1 = best);
