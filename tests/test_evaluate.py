@@ -67,6 +67,41 @@ def _boxed_probe(folder: Path):
 # --- small pieces against hand-computed values ------------------------------------------
 
 
+def test_boxes_with_roi_masks_use_the_mask_pixels(tmp_path: Path) -> None:
+    """CBIS-DDSM-style boxes with a mask_path: the ROI's pixels (scaled to the image), not the
+    rectangle; a missing mask file falls back to the box."""
+    from PIL import Image
+
+    from mammodissect.evaluate.masks import mask_source
+
+    (tmp_path / "images").mkdir()
+    for name in ("a.png", "b.png"):
+        Image.fromarray(np.zeros((8, 6), dtype=np.uint8)).save(tmp_path / "images" / name)
+    roi = np.zeros((16, 12), dtype=np.uint8)  # stored at twice the image's size
+    rr, cc = np.mgrid[:16, :12]
+    roi[cc * 16 <= rr * 12] = 255  # a triangle under the diagonal
+    Image.fromarray(roi).save(tmp_path / "roi.png")
+    folder = load_probe(tmp_path / "images")
+    ids = {Path(item.relpath).stem: item.image_id for item in folder.items}
+    boxes = pd.DataFrame([
+        {"image_id": ids["a"], "finding": "mass", "xmin": 0, "ymin": 0, "xmax": 6, "ymax": 8,
+         "mask_path": "../roi.png"},
+        {"image_id": ids["b"], "finding": "Mass|calcification", "xmin": 1, "ymin": 2,
+         "xmax": 3, "ymax": 4, "mask_path": "gone.png"},
+    ])  # fmt: skip
+    probe = dataclasses.replace(folder, boxes=boxes)
+    source = mask_source(probe, ["mass", "calcification"])
+    rows = {Path(item.relpath).stem: i for i, item in enumerate(probe.items)}
+    got = source.masks(rows["a"], (8, 6))
+    assert list(got) == ["mass"]
+    expected = roi[::2, ::2] > 0  # nearest neighbour at half the size: every other pixel
+    assert (got["mass"] == expected).all() and 0 < got["mass"].sum() < 48  # not the box
+    fallback = source.masks(rows["b"], (8, 6))
+    assert set(fallback) == {"mass", "calcification"}
+    assert fallback["mass"].sum() == 4 and fallback["mass"][2:4, 1:3].all()
+    assert source.roi_masks == 1 and source.description == "ROI masks and boxes"
+
+
 def test_quantile_threshold_by_hand() -> None:
     values = np.array([np.arange(1.0, 201.0), -np.arange(1.0, 201.0)])
     # 200 values: position 0.995 * 199 = 198.005 -> 199 + 0.005 * (200 - 199)

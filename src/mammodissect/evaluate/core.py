@@ -303,7 +303,7 @@ def evaluate(
         },
         "similarity": {"name": sim_name, "params": params},
         "grounding": {
-            "source": masks.kind if masks is not None else None,
+            "source": masks.description if masks is not None else None,
             "images": grounding.images if grounding else 0,
             "concepts_with_masks": len(grounding.masked) if grounding else 0,
             "exact_thresholds": dict(grounding.exact) if grounding else {},

@@ -5,7 +5,10 @@ Two sources, tried in order:
 - a ``mask_path`` label column (phantom manifests): an ``.npz`` of bool masks keyed by the exact
   concept string, relative to the probe root;
 - :attr:`mammodissect.probe.Probe.boxes`: each finding name (``|``-joined names split) becomes
-  a filled rectangle.
+  its region: the pixels of the finding's ROI mask when the boxes table has a ``mask_path``
+  column naming a readable mask image under the probe root (CBIS-DDSM's ROI masks: the
+  foreground is what lies above the midpoint of the mask's value range, scaled to the image by
+  nearest neighbour when stored at another size), else the filled box.
 
 Mask keys and finding names are matched to the run's concepts by exact string, case-insensitive;
 names that match no concept are left out (counted in :attr:`MaskSource.unmatched`).
@@ -21,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from mammodissect.errors import MammodissectError
-from mammodissect.probe import Probe
+from mammodissect.probe import Probe, read_image
 
 __all__ = ["MaskSource", "box_mask", "mask_source"]
 
@@ -73,9 +76,16 @@ class MaskSource:
         self.kind = kind
         self.lookup = {c.lower(): c for c in reversed(list(concepts))}  # first spelling wins
         self.unmatched: dict[str, int] = {}
+        #: ROI mask files used in place of boxes (counted per read).
+        self.roi_masks = 0
         self._boxes: dict[str, pd.DataFrame] = {}
         if kind == "boxes":
             self._boxes = dict(tuple(probe.boxes.groupby("image_id", sort=False)))
+
+    @property
+    def description(self) -> str:
+        """What the regions were: ``masks``, ``boxes`` or ``ROI masks and boxes``."""
+        return "ROI masks and boxes" if self.kind == "boxes" and self.roi_masks else self.kind
 
     def _concept(self, name: str) -> str | None:
         found = self.lookup.get(str(name).strip().lower())
@@ -119,19 +129,44 @@ class MaskSource:
         group = self._boxes.get(item.image_id)
         if group is None:
             return out
-        per_concept: dict[str, list[tuple[float, float, float, float]]] = {}
-        for finding, *corners in group[["finding", "xmin", "ymin", "xmax", "ymax"]].itertuples(
-            index=False
-        ):
-            for name in str(finding).split("|"):
-                concept = self._concept(name)
-                if concept is not None:
-                    per_concept.setdefault(concept, []).append(tuple(float(v) for v in corners))
-        for concept, boxes in per_concept.items():
-            mask = box_mask(shape, boxes)
+        per_concept: dict[str, list[np.ndarray]] = {}
+        for record in group.to_dict("records"):
+            names = [self._concept(n) for n in str(record["finding"]).split("|")]
+            if not any(names):
+                continue
+            region = self._roi(record.get("mask_path"), shape)
+            if region is None:
+                corners = tuple(float(record[k]) for k in ("xmin", "ymin", "xmax", "ymax"))
+                region = box_mask(shape, [corners])
+            for concept in filter(None, names):
+                per_concept.setdefault(concept, []).append(region)
+        for concept, regions in per_concept.items():
+            mask = np.logical_or.reduce(regions)
             if mask.any():
                 out[concept] = mask
         return out
+
+    def _roi(self, rel: object, shape: tuple[int, int]) -> np.ndarray | None:
+        """The ROI mask at ``rel`` (relative to the probe root) as a bool mask of ``shape``;
+        None without a path, or when the file is missing or unreadable (the box is used)."""
+        if not isinstance(rel, str) or not rel:
+            return None
+        path = Path(self.probe.root) / rel
+        try:
+            image = read_image(path) if path.is_file() else None
+        except MammodissectError as err:
+            log.warning("ROI mask %s unreadable, its box is used instead (%s)", rel, err)
+            image = None
+        if image is None:
+            return None
+        low, high = float(image.min()), float(image.max())
+        mask = image > (low + high) / 2
+        if mask.shape != tuple(shape):
+            ys = (np.arange(shape[0]) * mask.shape[0] / shape[0]).astype(int)
+            xs = (np.arange(shape[1]) * mask.shape[1] / shape[1]).astype(int)
+            mask = mask[ys][:, xs]
+        self.roi_masks += 1
+        return mask
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
