@@ -262,3 +262,21 @@ def test_one_unit_head_is_scored_among_the_layer_below(tmp_path: Path, planted_p
     assert table["class"].tolist() == ["yes"]
     assert table["truth"].tolist() == ["planted feature 2"]
     assert table["label"].tolist() == ["planted feature 2"] and table["truth_rank"].tolist() == [1]
+
+
+def test_task_labels_read_dataset_spellings(tmp_path: Path, planted_probe: Path) -> None:
+    """VinDr-Mammo writes "DENSITY C" and "BI-RADS 4", CBIS-DDSM 1-4: the same classes."""
+    from mammodissect.probe import load_probe, task_labels
+
+    names = sorted(p.name for p in planted_probe.glob("*.png"))[:6]
+    manifest = pd.DataFrame({
+        "path": [str(planted_probe / n) for n in names],
+        "density": ["DENSITY C", "3", "C", "A", "1", "unknown"],
+        "birads": ["BI-RADS 4", "4A", "4.0", "BI-RADS 2", "2", "none"],
+    })  # fmt: skip
+    manifest.to_csv(tmp_path / "m.csv", index=False)
+    probe = load_probe(tmp_path / "m.csv")
+    density = task_labels(probe, "density")
+    assert density.targets.tolist() == [2, 2, 2, 0, 0] and density.dropped == 1
+    birads = task_labels(probe, "birads")
+    assert birads.classes == ["2", "4"] and birads.targets.tolist() == [1, 1, 1, 0, 0]

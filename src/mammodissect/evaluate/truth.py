@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from mammodissect.analysis.runs import label_pairs
+from mammodissect.probe.layouts._common import norm_birads, norm_density
 
 __all__ = ["ClassTruth", "class_truth", "task_truths"]
 
@@ -83,11 +84,11 @@ class ClassTruth:
 def _candidates(task: str, name: str) -> tuple[str, ...]:
     key = str(name).strip()
     if task == "density":
-        letter = key.upper()[-1:]
-        return _DENSITY.get("ABCD"[int(letter) - 1] if letter and letter in "1234" else letter, ())
+        letter = norm_density(key)
+        return _DENSITY.get(letter, ()) if isinstance(letter, str) else ()
     if task == "birads":
-        number = key.split(".")[0]
-        return (f"BI-RADS {number}",) if number.isdigit() else ()
+        number = norm_birads(key)
+        return () if number is pd.NA else (f"BI-RADS {number}",)
     if key.lower() in _POSITIVE:
         spoken = task.replace("_", " ")
         return _FINDINGS.get(task, (spoken, f"{spoken}s"))

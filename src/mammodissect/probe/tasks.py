@@ -18,6 +18,7 @@ import pandas as pd
 
 from mammodissect.errors import MammodissectError
 from mammodissect.probe.dataset import Probe
+from mammodissect.probe.layouts._common import norm_birads, norm_density
 
 __all__ = ["BUILTIN_TASKS", "TaskLabels", "task_labels"]
 
@@ -82,10 +83,9 @@ def _missing(values: pd.Series) -> pd.Series:
 
 
 def _density(values: pd.Series) -> pd.Series:
-    text = values.astype("string").str.strip().str.upper()
+    """Class index (A-D -> 0-3) per value: letters, ``DENSITY C`` or 1-4; NaN otherwise."""
     index = {letter: i for i, letter in enumerate(_DENSITIES)}
-    index.update({f"{i + 1}{tail}": i for i in range(len(_DENSITIES)) for tail in ("", ".0")})
-    return text.map(lambda v: index.get(v, np.nan) if isinstance(v, str) else np.nan)
+    return values.map(lambda v: index.get(norm_density(v), np.nan))
 
 
 def _number_name(value: Any) -> str:
@@ -94,7 +94,9 @@ def _number_name(value: Any) -> str:
 
 
 def _birads(values: pd.Series) -> tuple[pd.Series, list[str]]:
-    numbers = pd.to_numeric(values, errors="coerce")
+    """Class index per value over the categories present: ``BI-RADS 4``, ``4``, ``4.0`` and
+    ``4A`` are all category 4."""
+    numbers = pd.to_numeric(values.map(norm_birads), errors="coerce")
     unreadable = int((numbers.isna() & ~_missing(values)).sum())
     if unreadable:
         log.warning("birads: %d value(s) are not numbers; those images are left out", unreadable)
