@@ -326,3 +326,20 @@ def test_cli_similarities(planted_runs: dict, capsys: pytest.CaptureFixture) -> 
     assert "--top-k must be comma-separated integers" in capsys.readouterr().err
     assert main(["evaluate", str(run_dir), "--quiet", "--similarities", "cosine"]) == 2
     assert "unknown similarity 'cosine'" in capsys.readouterr().err
+
+
+def test_planted_units_take_image_sizes_from_the_run(
+    planted_runs: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """images.csv holds every image's decoded size: planted units decode no image again."""
+    import importlib
+
+    module = importlib.import_module("mammodissect.evaluate.planted")
+
+    def no_decoding(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("an image was decoded to learn its size")
+
+    monkeypatch.setattr(module, "image_shape", no_decoding)
+    result = evaluate(planted_runs["right"], probe=planted_runs["probe"], quiet=True,
+                      bootstrap=0, noise=())  # fmt: skip
+    assert result.info["planted"]["top1_recovery"] == 1.0

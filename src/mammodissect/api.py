@@ -21,7 +21,7 @@ import torch
 from mammodissect import concepts as concept_sets
 from mammodissect import distributed
 from mammodissect.analysis import compare, write_summary
-from mammodissect.analysis.runs import CONCEPTS_FILE
+from mammodissect.analysis.runs import CONCEPTS_FILE, IMAGES_FILE
 from mammodissect.config import RunConfig
 from mammodissect.describe import (
     anonymize_id,
@@ -336,7 +336,7 @@ def write_run(result: Dissection, out: Path) -> Path:
         raise MammodissectError(f"cannot create output folder {out.name!r}: {err}") from err
     result.neurons.to_csv(out / "neurons.csv", index=False)
     result.top_images.to_csv(out / "top_images.csv", index=False)
-    result.images.to_csv(out / "images.csv", index=False)
+    result.images.to_csv(out / IMAGES_FILE, index=False)
     if result.boxes is not None:
         result.boxes.to_csv(out / "boxes.csv", index=False)
     (out / "run.json").write_text(json.dumps(result.run, indent=2, default=str) + "\n")

@@ -31,6 +31,7 @@ __all__ = [
     "EVALUATION_JSON",
     "EVALUATION_LAYERS_FILE",
     "HEAD_CHECK_FILE",
+    "IMAGES_FILE",
     "MAMMOGRAPHY",
     "PLANTED_FILE",
     "SIMILARITIES_FILE",
@@ -238,6 +239,8 @@ def load_run(path: str | Path) -> RunDir:
     return RunDir(path=path, info=info, best=best, layers=layers, units=units)
 
 
+#: A run directory's per-image table (``mammodissect run``): reading facts, labels, geometry.
+IMAGES_FILE = "images.csv"
 #: Written by ``mammodissect evaluate`` into a run directory: per unit, per layer (with the
 #: null distribution's percentiles), the settings and overall figures, the classifier-head
 #: check and the planted units.

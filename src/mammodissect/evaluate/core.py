@@ -240,7 +240,7 @@ def evaluate(
         planted = planted_units(
             loaded, source.rows.tolist(), masks, cosines, list(concepts.concepts), similarity,
             params, categories=concepts.to_frame(), pooling=config.pooling,
-            bootstrap=bootstrap, seed=seed, quiet=quiet,
+            bootstrap=bootstrap, seed=seed, shapes=source.image_shapes(), quiet=quiet,
         )  # fmt: skip
         notes += grounding.notes + planted.notes + _unmatched(masks)
     timings["grounding"] = _lap(started, sum(timings.values()))

@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -226,7 +226,8 @@ def _collect(
     for position, row in enumerate(
         tqdm(rows, desc="planted units", unit="img", disable=options["quiet"])
     ):
-        shape = image_shape(probe, int(row), None)
+        known = options["shapes"].get(probe.items[int(row)].image_id)
+        shape = known if known is not None else image_shape(probe, int(row), None)
         values = pooled_masks(
             source.masks(int(row), shape),
             frame_size(shape, options["max_side"]),
@@ -306,6 +307,7 @@ def plant(
     max_fraction: float = 0.95,
     noise: float = 0.01,
     seed: int = 0,
+    shapes: Mapping[str, tuple[int, int]] | None = None,
     quiet: bool = False,
 ) -> PlantedLayer:
     """Read every row's masks once and build the planted layer (the module docstring).
@@ -333,6 +335,9 @@ def plant(
         with it (0: exact zeros).
     seed:
         Seed of the noise floor.
+    shapes:
+        ``image_id`` -> the stored image's (H, W), as the run recorded it (images.csv); an
+        image not in it is decoded to learn its size.
     quiet:
         No progress bar.
 
@@ -350,7 +355,8 @@ def plant(
     if pooling == "cls":
         notes.append("planted units: cls pooling has no spatial map; pooled by mean instead")
         pooling = "mean"
-    options = {"pooling": pooling, "blur": blur, "max_side": max_side, "quiet": quiet}
+    options = {"pooling": pooling, "blur": blur, "max_side": max_side, "quiet": quiet,
+               "shapes": shapes or {}}  # fmt: skip
     found = _collect(probe, rows, masks, options)
     planted = _select(found, concepts, (min_images, max_fraction * len(rows)), notes)
     if not planted:
@@ -508,7 +514,7 @@ def planted_units(
         Seed of the noise floor and the bootstrap.
     **options:
         :func:`plant`'s settings (``pooling``, ``blur``, ``max_side``, ``min_images``,
-        ``max_fraction``, ``noise``, ``quiet``).
+        ``max_fraction``, ``noise``, ``shapes``, ``quiet``).
 
     Returns
     -------

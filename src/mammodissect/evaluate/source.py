@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
-from mammodissect.analysis.runs import RunDir, load_run, read_neurons
+from mammodissect.analysis.runs import IMAGES_FILE, RunDir, load_run, read_neurons
 from mammodissect.config import default_cache_dir
 from mammodissect.errors import MammodissectError
 
@@ -115,6 +116,19 @@ class RunSource:
                 "rerun `mammodissect run` with the same settings"
             )
         return np.asarray(self.target.arrays[layer][self.rows], dtype=np.float32)
+
+    def image_shapes(self) -> dict[str, tuple[int, int]]:
+        """``image_id`` -> the decoded image's (H, W) as the run recorded it (images.csv's
+        ``orig_height, orig_width``); empty when the run did not record them."""
+        path = self.run.path / IMAGES_FILE
+        if not path.is_file():
+            return {}
+        table = pd.read_csv(path, dtype={"image_id": str}, keep_default_na=False)
+        if not {"orig_height", "orig_width"} <= set(table.columns):
+            return {}
+        sizes = table[["image_id", "orig_height", "orig_width"]]
+        sizes = sizes[(sizes["orig_height"] != "") & (sizes["orig_width"] != "")]
+        return {str(i): (int(float(h)), int(float(w))) for i, h, w in sizes.itertuples(index=False)}
 
     def embeddings(self) -> np.ndarray:
         """(images used, D) dissector image embeddings."""
