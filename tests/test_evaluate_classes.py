@@ -3,6 +3,7 @@ image-level grounding of density/BI-RADS, and the classifier-head check."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -280,3 +281,27 @@ def test_task_labels_read_dataset_spellings(tmp_path: Path, planted_probe: Path)
     assert density.targets.tolist() == [2, 2, 2, 0, 0] and density.dropped == 1
     birads = task_labels(probe, "birads")
     assert birads.classes == ["2", "4"] and birads.targets.tolist() == [1, 1, 1, 0, 0]
+
+
+def test_evaluation_table_reads_evaluated_runs_only(tmp_path: Path) -> None:
+    from mammodissect.analysis.evaluated import evaluation_table, read_evaluation
+
+    info = {
+        "counts": {"units_above_null_99": 7, "grounded_units": 3, "image_grounded_units": 2},
+        "overall": {"top1_match": 0.5, "image_top1_match": None},
+        "planted": {"top1_recovery": 0.25},
+        "head_check": None,
+        "stability": {"bootstrap_survival": 0.4, "noise_0.01_survival": 0.2},
+    }
+    (tmp_path / "M").mkdir()
+    (tmp_path / "M" / "evaluation.json").write_text(json.dumps(info))
+    (tmp_path / "G").mkdir()
+    table = evaluation_table({"G": tmp_path / "G", "M": tmp_path / "M"})
+    assert table["run"].tolist() == ["M"]
+    row = table.iloc[0]
+    assert (row["units_above_null_99"], row["planted_top1_recovery"]) == (7, 0.25)
+    assert row["head_top1_in_class"] is None and row["noise_0.01_survival"] == 0.2
+    assert evaluation_table({"G": tmp_path / "G"}) is None
+    (tmp_path / "G" / "evaluation.json").write_text("{broken")
+    with pytest.raises(MammodissectError, match="G/evaluation.json is not JSON"):
+        read_evaluation(tmp_path / "G")

@@ -117,3 +117,6 @@ def test_reduced_demo_m_has_more_passing_mammography_units_than_g(tmp_path, caps
     assert density["truth"].tolist()[2] == "heterogeneously dense breasts"
     page = (tmp_path / "demo" / "C-density" / "report.html").read_text()
     assert 'id="sec-evaluation"' in page and "Classifier head (density)" in page
+    # the comparison's page puts the runs' evaluation figures side by side
+    page = (compared / "report.html").read_text()
+    assert "Label quality per run" in page and 'id="quality-table"' in page

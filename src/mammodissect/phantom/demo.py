@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from mammodissect.analysis import Comparison
+from mammodissect.analysis.evaluated import evaluation_row
 from mammodissect.api import Dissection, compare, dissect
 from mammodissect.models.phantom_clip import PHANTOM_CLIP_SIZE
 from mammodissect.phantom.generate import generate
@@ -30,7 +31,6 @@ __all__ = [
     "REPORT_FILE",
     "Variant",
     "demo_variants",
-    "evaluation_row",
     "run_demo",
     "summarise",
 ]
@@ -101,25 +101,6 @@ def summarise(name: str, result: Dissection, comparison: Comparison) -> dict[str
     }
 
 
-def evaluation_row(info: dict[str, Any]) -> dict[str, Any]:
-    """A variant's evaluation figures for the demo summary, from its ``evaluation.json``:
-    units above the 99th-percentile null, units grounded in masks and their top-1 agreement,
-    units grounded in density/BI-RADS classes, planted units' top-1 recovery, the head
-    check's top-1-in-class rate (C variants) and the stability of top-1 labels."""
-    counts, overall = info["counts"], info["overall"]
-    head, planted = info.get("head_check") or {}, info.get("planted") or {}
-    return {
-        "units_above_null_99": counts["units_above_null_99"],
-        "grounded_units": counts["grounded_units"],
-        "top1_match": overall.get("top1_match"),
-        "image_grounded_units": counts.get("image_grounded_units"),
-        "image_top1_match": overall.get("image_top1_match"),
-        "planted_top1_recovery": planted.get("top1_recovery"),
-        "head_top1_in_class": head.get("top1_in_class"),
-        **info.get("stability", {}),
-    }
-
-
 def run_demo(
     out: Path = Path("runs/demo"),
     *,
@@ -142,7 +123,7 @@ def run_demo(
     labels (:func:`mammodissect.evaluate.evaluate`: null baseline, grounding, image-level
     classes, the C variants' head check, planted units, stability), so that the comparison
     has the null-based counts, the reports an evaluation section and the summary the
-    figures of :func:`evaluation_row`."""
+    figures of :func:`mammodissect.analysis.evaluated.evaluation_row`."""
     out = Path(out)
     manifest = write_phantoms(out / "probe", generate(images, seed=seed))
     variants = demo_variants(blocks)

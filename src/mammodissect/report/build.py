@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mammodissect.analysis.evaluated import evaluation_table
 from mammodissect.errors import MammodissectError
 from mammodissect.report import page as pg
 from mammodissect.report.data import (
@@ -414,11 +415,18 @@ def compare_report(path: Path, out_file: Path | None = None) -> str:
     return _compare_page(data, out_dir)
 
 
-def _run_links(data: CompareData, out_dir: Path) -> str:
+def _run_folders(data: CompareData) -> dict[str, Path]:
+    """Run name -> its directory, as compare.json names them (relative to the compare
+    directory's parent)."""
     runs = data.info.get("runs") or {name: name for name in data.info.get("names", [])}
+    return {str(name): data.path.parent / str(folder) for name, folder in runs.items()}
+
+
+def _run_links(data: CompareData, out_dir: Path) -> str:
     items = []
-    for name, folder in runs.items():
-        candidate = data.path.parent / str(folder) / REPORT_FILE
+    for name, path in _run_folders(data).items():
+        folder = path.name
+        candidate = path / REPORT_FILE
         if candidate.is_file():
             link = Path(os.path.relpath(candidate.resolve(), out_dir.resolve())).as_posix()
             items.append(f'<li><a href="{escape(link)}">{escape(str(name))}</a></li>')
@@ -452,6 +460,15 @@ def _compare_page(data: CompareData, out_dir: Path) -> str:
                    "top_concepts"]  # fmt: skip
         caption = "compare.csv: units above the global threshold per aligned layer and run"
         sections.append(("Per layer", "compare-table", caption, tables["compare"], columns))
+    quality = evaluation_table(_run_folders(data))
+    if quality is not None:
+        sections.append(("Label quality per run", "quality-table", "each run's evaluation.json "
+                         "(mammodissect evaluate): units above the 99th-percentile null, units "
+                         "grounded in masks and their labels' top-1 agreement, units grounded in "
+                         "density/BI-RADS classes and how often their labels name the class, "
+                         "planted units' top-1 recovery, the classifier head's top-1-in-class "
+                         "rate and the share of labels that survive each stability check",
+                         quality, None))  # fmt: skip
     if "categories" in tables and not tables["categories"].empty:
         frame = tables["categories"].copy()
         frame["change"] = pd.to_numeric(frame["change"], errors="coerce")
