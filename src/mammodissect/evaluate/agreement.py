@@ -20,11 +20,19 @@ from functools import lru_cache
 
 import numpy as np
 import pandas as pd
+import torch
 
 from mammodissect.analysis.runs import label_pairs
 from mammodissect.errors import MammodissectError
 
-__all__ = ["METRICS", "agreement_flags", "bootstrap_mean", "minilm_cosines", "summarize_agreement"]
+__all__ = [
+    "METRICS",
+    "agreement_flags",
+    "bootstrap_mean",
+    "concept_ranks",
+    "minilm_cosines",
+    "summarize_agreement",
+]
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +95,24 @@ def agreement_flags(
                 row["same_broad_category"] = bool(lb & tb)
         rows.append(row)
     return pd.DataFrame(rows, columns=list(METRICS[:4]))
+
+
+def concept_ranks(scores: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Each unit's concepts by score and each concept's rank, from a (K, M) score matrix.
+
+    Returns ``(order, ranks)``: ``order[k]`` the concept columns best first and ``ranks[k, j]``
+    concept ``j``'s rank for unit ``k`` (1 = best). Ties go to the earlier concept, as a
+    unit's label does, so rank 1 is exactly the label.
+
+    Examples
+    --------
+    >>> concept_ranks(torch.tensor([[0.2, 0.5, 0.5]]))[1]
+    array([[3, 1, 2]])
+    """
+    order = torch.sort(scores.float(), dim=1, descending=True, stable=True).indices.cpu().numpy()
+    ranks = np.empty_like(order)
+    np.put_along_axis(ranks, order, np.arange(1, order.shape[1] + 1)[None], axis=1)
+    return order, ranks
 
 
 @lru_cache(maxsize=1)

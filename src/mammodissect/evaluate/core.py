@@ -223,6 +223,7 @@ def evaluate(
         "cache_images": config.cache_images,
     }  # fmt: skip
 
+    frame = concepts.to_frame().drop_duplicates("concept")
     notes: list[str] = []
     loaded = _probe(probe, source, notes)
     masks = mask_source(loaded, concepts.concepts) if loaded is not None else None
@@ -239,7 +240,7 @@ def evaluate(
         )  # fmt: skip
         planted = planted_units(
             loaded, source.rows.tolist(), masks, cosines, list(concepts.concepts), similarity,
-            params, categories=concepts.to_frame(), pooling=config.pooling,
+            params, categories=frame, pooling=config.pooling,
             bootstrap=bootstrap, seed=seed, shapes=source.image_shapes(), quiet=quiet,
         )  # fmt: skip
         notes += grounding.notes + planted.notes + _unmatched(masks)
@@ -255,7 +256,6 @@ def evaluate(
         notes.append("no probe given: label stability under noise not measured")
     timings["noise"] = _lap(started, sum(timings.values()))
 
-    frame = concepts.to_frame().drop_duplicates("concept")
     image = image_labels(loaded, source.rows.tolist(), frame) if loaded is not None else None
     notes += image.notes if image is not None else []
     head = _head_task(source, head_task, head_classes)
@@ -277,9 +277,7 @@ def evaluate(
         log.warning("%s: %s", name, note)
     timings["classes"] = _lap(started, sum(timings.values()))
 
-    units = _unit_table(
-        source, nulls, grounding, iou_threshold, concepts, image, auroc_threshold
-    )  # fmt: skip
+    units = _unit_table(source, nulls, grounding, iou_threshold, frame, image, auroc_threshold)
     units = tables.with_stability(units, source.layers, survival)
     layers = tables.layer_table(source.layers, units, nulls, grounding, bootstrap, seed)
     overall = tables.overall(units, bootstrap, seed)
@@ -445,7 +443,7 @@ def _unit_table(
     nulls: dict[str, NullBaseline],
     grounding: Grounding | None,
     iou_threshold: float,
-    concepts: concept_sets.ConceptSet,
+    frame: pd.DataFrame,
     image: ImageLabels | None,
     auroc_threshold: float,
 ) -> pd.DataFrame:
@@ -454,7 +452,7 @@ def _unit_table(
         key: list(group.sort_values("rank")["concept"])
         for key, group in neurons.groupby(["layer", "unit"], sort=False)
     }
-    frame = concepts.to_frame().drop_duplicates("concept").set_index("concept")
+    frame = frame.set_index("concept")
     has_categories = frame[["category", "broad_category"]].notna().any().any()
     parts = []
     for layer in source.layers:

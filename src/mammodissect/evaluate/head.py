@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 
 from mammodissect.errors import MammodissectError
-from mammodissect.evaluate.agreement import minilm_cosines
+from mammodissect.evaluate.agreement import concept_ranks, minilm_cosines
 from mammodissect.evaluate.truth import ClassTruth, task_truths
 from mammodissect.models.classifier import HEAD
 
@@ -153,9 +153,7 @@ def head_check(
             "classes in unit order (--head-classes)"
         )
     values = scores.float().cpu().numpy()
-    order = np.argsort(-values, axis=1, kind="stable")
-    ranks = np.empty_like(order)
-    np.put_along_axis(ranks, order, np.arange(1, values.shape[1] + 1)[None], axis=1)
+    order, ranks = concept_ranks(scores)
     truths = task_truths(head.task, unit_classes, frame)
     index = {c: i for i, c in enumerate(concepts)}
     rows = []

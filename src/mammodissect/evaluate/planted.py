@@ -67,7 +67,12 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from mammodissect.errors import MammodissectError
-from mammodissect.evaluate.agreement import METRICS, agreement_flags, bootstrap_mean
+from mammodissect.evaluate.agreement import (
+    METRICS,
+    agreement_flags,
+    concept_ranks,
+    summarize_agreement,
+)
 from mammodissect.evaluate.grounding import image_shape
 from mammodissect.evaluate.masks import MaskSource
 from mammodissect.models.frames import frame_size
@@ -374,13 +379,6 @@ def plant(
     )
 
 
-def _ranked(scores: torch.Tensor, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Concept indices by score (ties: concept order) and each unit's rank of ``truth``."""
-    order = torch.sort(scores, dim=1, descending=True, stable=True).indices.cpu().numpy()
-    ranks = np.argmax(order == truth[:, None], axis=1) + 1
-    return order, ranks
-
-
 def _table(
     layer: PlantedLayer,
     concepts: list[str],
@@ -391,7 +389,7 @@ def _table(
     for i, concept in enumerate(concepts):
         first.setdefault(concept, i)
     truth = np.array([first[c] for c in layer.concepts], dtype=np.int64)
-    order, ranks = _ranked(scores, truth)
+    order, ranks = concept_ranks(scores)
     values = scores.float().cpu().numpy()
     units = np.arange(len(truth))
     if categories is not None:
@@ -405,7 +403,7 @@ def _table(
             "label": [concepts[j] for j in order[:, 0]],
             "score": values[units, order[:, 0]],
             "concept_score": values[units, truth],
-            "rank": ranks,
+            "rank": ranks[units, truth],
         }
     )
     flags = agreement_flags(top5, layer.concepts, categories)
@@ -413,10 +411,11 @@ def _table(
 
 
 def _summary(table: pd.DataFrame, bootstrap: int, seed: int) -> dict[str, Any]:
+    rates = summarize_agreement(table, bootstrap, seed, tuple(_RATES.values()))
     out: dict[str, Any] = {"units": len(table)}
     for key, column in _RATES.items():
-        values = [np.nan if v is None else float(v) for v in table[column]]
-        out[key], out[f"{key}_low"], out[f"{key}_high"] = bootstrap_mean(values, bootstrap, seed)
+        for part in ("", "_low", "_high"):
+            out[f"{key}{part}"] = rates[f"{column}{part}"]
     out["median_rank"] = float(table["rank"].median()) if len(table) else float("nan")
     return out
 
