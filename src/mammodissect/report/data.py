@@ -28,6 +28,7 @@ __all__ = [
     "is_run_dir",
     "load_compare_data",
     "load_run_data",
+    "read_csv_if_present",
     "run_facts",
     "unit_rows",
 ]
@@ -78,7 +79,14 @@ class RunData:
     evaluation: pd.DataFrame | None = None
 
 
-def _read_csv(path: Path, **options: Any) -> pd.DataFrame | None:
+def read_csv_if_present(path: Path, **options: Any) -> pd.DataFrame | None:
+    """``path`` read by ``pandas.read_csv(**options)``, or None when there is no such file.
+
+    Raises
+    ------
+    MammodissectError
+        When the file is there but unreadable.
+    """
     if not path.is_file():
         return None
     try:
@@ -99,13 +107,15 @@ def load_run_data(path: Path) -> RunData:
     """
     run = load_run(path)
     neurons = read_neurons(path / "neurons.csv")
-    tops = _read_csv(path / "top_images.csv", dtype={"layer": str, "image_id": str},
+    tops = read_csv_if_present(path / "top_images.csv", dtype={"layer": str, "image_id": str},
                      keep_default_na=False)  # fmt: skip
     if tops is None:
         log.warning("%s has no top_images.csv; unit cards will show no images", run.name)
         tops = pd.DataFrame(columns=["layer", "unit", "rank", "image_id", "activation"])
-    summary = _read_csv(path / "summary.csv", dtype={"layer": str}, keep_default_na=False)
-    evaluation = _read_csv(path / "evaluation.csv", dtype={"layer": str, "grounded_concept": str})
+    summary = read_csv_if_present(path / "summary.csv", dtype={"layer": str}, keep_default_na=False)
+    evaluation = read_csv_if_present(
+        path / "evaluation.csv", dtype={"layer": str, "grounded_concept": str}
+    )
     return RunData(run, neurons, tops, summary, evaluation)
 
 
@@ -322,7 +332,7 @@ def load_compare_data(path: Path) -> CompareData:
             ) from err
     tables = {}
     for stem in ("compare", "categories", "coverage_categories", "uncaptured"):
-        table = _read_csv(path / f"{stem}.csv", keep_default_na=False)
+        table = read_csv_if_present(path / f"{stem}.csv", keep_default_na=False)
         if table is not None:
             tables[stem] = table
     found = sorted((path / "figures").glob("*.png")) if (path / "figures").is_dir() else []

@@ -11,7 +11,6 @@ table and the evaluation's notes. Nothing is recomputed here.
 from __future__ import annotations
 
 import base64
-import json
 import math
 from html import escape
 from pathlib import Path
@@ -19,14 +18,15 @@ from typing import Any
 
 import pandas as pd
 
+from mammodissect.analysis.evaluated import read_evaluation
 from mammodissect.analysis.runs import (
-    EVALUATION_JSON,
     EVALUATION_LAYERS_FILE,
     HEAD_CHECK_FILE,
     PLANTED_FILE,
     SIMILARITIES_FILE,
 )
 from mammodissect.report import page as pg
+from mammodissect.report.data import read_csv_if_present
 
 __all__ = ["evaluation_section"]
 
@@ -53,7 +53,7 @@ _HEADERS = {"units_above_threshold": "above layer mean", "units_above_null_99": 
 
 
 def _read(path: Path) -> pd.DataFrame | None:
-    return pd.read_csv(path, dtype={"layer": str}) if path.is_file() else None
+    return read_csv_if_present(path, dtype={"layer": str})
 
 
 def _with_interval(values: dict[str, Any], key: str) -> str | None:
@@ -180,10 +180,9 @@ def _similarities(path: Path) -> str:
 
 def evaluation_section(path: Path) -> str:
     """The ``<section>`` of a run's evaluation, or ``""`` when the run was not evaluated."""
-    source = path / EVALUATION_JSON
-    if not source.is_file():
+    info = read_evaluation(path)
+    if info is None:
         return ""
-    info = json.loads(source.read_text(encoding="utf-8"))
     overall = info.get("overall", {})
     agreement = [pair for key in _AGREEMENT if (pair := _interval(overall, key))]
     layers = _read(path / EVALUATION_LAYERS_FILE)
