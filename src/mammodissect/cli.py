@@ -718,7 +718,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     for note in result.info["notes"]:
         print(f"note: {note}")
     written = ["evaluation.csv", "evaluation_layers.csv", "evaluation.json"]
-    print("-> " + ", ".join(written + (["head_check.csv"] if head else [])))
+    written += ["head_check.csv"] if result.head is not None else []
+    written += ["planted.csv"] if result.planted is not None else []
+    print("-> " + ", ".join(written))
     if args.similarities:
         _compare_similarities(args, result.units)
     return 0
