@@ -26,7 +26,14 @@ CONCEPTS = [f"planted feature {j}" for j in range(N_FEATURES)]
 DISTRACTORS = ["red", "wood", "cloud", "bicycle", "grass", "metal glass"]
 
 #: Counters the tests read: forward calls of each network part.
-CALLS = {"target": 0, "head": 0, "dissector_images": 0, "train_mode": 0, "grad_enabled": 0}
+CALLS = {
+    "target": 0,
+    "head": 0,
+    "dissector_images": 0,
+    "dissector_texts": 0,
+    "train_mode": 0,
+    "grad_enabled": 0,
+}
 
 
 def _check_mode(module: nn.Module) -> None:
@@ -134,6 +141,7 @@ class PlantedDissector:
         return F.normalize(torch.cat([cells, extra], 1), dim=1)
 
     def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        CALLS["dissector_texts"] += 1
         return torch.stack([_text_vector(t) for t in texts])
 
     def as_target(self) -> Target:

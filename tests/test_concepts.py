@@ -480,6 +480,38 @@ def test_prompt_templates_are_averaged_in_embedding_space():
     assert config.prompts == ["a {}"] and config.duplicates == "first" and not config.lowercase
 
 
+def test_text_embeddings_are_cached_by_dissector_identity_and_exact_strings(tmp_path, caplog):
+    fake = FakeDissector()
+    fake.identity = {"spec": "fake:1", "weights": {"name": "w.pt", "size": 3}}
+    prompts = ["a mammogram showing {}", "{}"]
+    first, sent = C.encode_concepts(fake, ["Oval Mass", "fat"], prompts, cache_root=tmp_path)
+    assert len(fake.calls) == 2 and len(list((tmp_path / "texts").glob("*.npy"))) == 1
+    again, sent_again = C.encode_concepts(fake, ["Oval Mass", "fat"], prompts, cache_root=tmp_path)
+    assert len(fake.calls) == 2, "the second run must read the cache, not the dissector"
+    assert torch.equal(again, first) and sent_again == sent
+    # other strings (lower-cased here) or another dissector's weights are computed afresh
+    C.encode_concepts(fake, ["Oval Mass", "fat"], prompts, lowercase=True, cache_root=tmp_path)
+    assert len(fake.calls) == 4
+    fake.identity = {"spec": "fake:1", "weights": {"name": "w.pt", "size": 4}}
+    C.encode_concepts(fake, ["Oval Mass", "fat"], prompts, cache_root=tmp_path)
+    assert len(fake.calls) == 6 and len(list((tmp_path / "texts").glob("*.npy"))) == 3
+    # a damaged file is computed and written again, with a warning
+    fake.identity = {"spec": "fake:1", "weights": {"name": "w.pt", "size": 3}}
+    for path in (tmp_path / "texts").glob("*.npy"):
+        path.write_bytes(b"not an array")
+    with caplog.at_level(logging.WARNING):
+        repaired, _ = C.encode_concepts(fake, ["Oval Mass", "fat"], prompts, cache_root=tmp_path)
+    assert "unreadable" in caplog.text and torch.equal(repaired, first)
+    assert len(fake.calls) == 8
+
+
+def test_dissectors_without_an_identity_are_never_cached(tmp_path):
+    fake = FakeDissector()  # a Python object the user built: nothing says which weights it has
+    for _ in range(2):
+        C.encode_concepts(fake, ["fat"], cache_root=tmp_path)
+    assert len(fake.calls) == 2 and not (tmp_path / "texts").exists()
+
+
 def test_run_records_strings_and_writes_categories(planted_probe, tmp_path):
     concepts = tmp_path / "planted.csv"
     rows = [f"Planted Feature {j},feature {j},planted,false" for j in range(planted.N_FEATURES)]

@@ -100,6 +100,23 @@ def test_run_json_records_config_counts_and_no_absolute_paths(
     assert str(tmp_path) not in text and "/tmp" not in text
 
 
+def test_a_second_run_with_the_same_dissector_reuses_the_concept_embeddings(
+    planted_probe, concept_file, tmp_path
+):
+    assert run_cli(planted_probe, concept_file, tmp_path / "first") == 0
+    assert planted.CALLS["dissector_texts"] == 1
+    first = pd.read_csv(tmp_path / "first" / "neurons.csv")
+    # another run of the study (here: other top-concept count) with the same dissector and
+    # concepts: the embeddings come from the cache and the labels are the same
+    assert run_cli(planted_probe, concept_file, tmp_path / "second", "--top-concepts", "3") == 0
+    assert planted.CALLS["dissector_texts"] == 1
+    second = pd.read_csv(tmp_path / "second" / "neurons.csv")
+    pd.testing.assert_frame_equal(second, first[first["rank"] <= 3].reset_index(drop=True))
+    # other prompts are other strings: embedded afresh
+    assert run_cli(planted_probe, concept_file, tmp_path / "third", "--prompt", "{} here") == 0
+    assert planted.CALLS["dissector_texts"] == 2
+
+
 def test_stop_early_skips_the_rest_of_the_target(planted_probe, concept_file, tmp_path):
     assert run_cli(planted_probe, concept_file, tmp_path / "run") == 0
     assert planted.CALLS["target"] == 5  # 40 images / batch 8
@@ -115,7 +132,8 @@ def test_second_run_with_new_concepts_does_no_forward_pass(planted_probe, concep
     other = tmp_path / "other.txt"
     other.write_text("\n".join(["planted feature 1", "planted feature 4", "sky", "tree"]))
     assert run_cli(planted_probe, other, tmp_path / "b", "--similarity", "wpmi") == 0
-    assert planted.CALLS == first  # neither the target nor the dissector ran again
+    # neither the target nor the dissector's image tower ran again; only the new texts
+    assert planted.CALLS == {**first, "dissector_texts": first["dissector_texts"] + 1}
     info = json.loads((tmp_path / "b" / "run.json").read_text())
     assert info["recording"]["target_cache"] == "reused"
     assert info["recording"]["dissector_cache"] == "reused"

@@ -213,7 +213,7 @@ def run(config: RunConfig) -> Dissection:
         )
     with _timed(timings, "encode_concepts"), torch.inference_mode():
         texts, sent = concept_sets.encode_concepts(
-            dissector, concepts, config.prompts, config.lowercase
+            dissector, concepts, config.prompts, config.lowercase, cache_root=config.cache_root()
         )
         texts = texts.float().to(device)
         images = torch.from_numpy(recording.embeddings()).to(device)

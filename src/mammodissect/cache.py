@@ -1,17 +1,21 @@
-"""On-disk stores of per-image rows, keyed by a fingerprint, that survive interruption.
+"""On-disk stores keyed by a fingerprint, that survive interruption.
 
 A :class:`RowStore` holds named N x C float32 arrays (memory-mapped ``.npy``
 files) filled in probe order, plus a small state file (rows done, skipped
 rows, extra arrays such as running top-k) replaced atomically after every
 batch. A rerun with the same fingerprint reuses a complete store and resumes a
-partial one from its last finished batch.
+partial one from its last finished batch. :func:`cached_array` keeps one whole
+array (a concept set's text embeddings), :class:`PreparedImageCache` the
+preprocessed images.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +23,9 @@ import numpy as np
 
 from mammodissect.errors import MammodissectError
 
-__all__ = ["PreparedImageCache", "RowStore", "fingerprint"]
+__all__ = ["PreparedImageCache", "RowStore", "cached_array", "fingerprint"]
+
+log = logging.getLogger(__name__)
 
 _FORMAT = 1
 
@@ -37,6 +43,26 @@ def _atomic_write(path: Path, write: Any) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+
+
+def cached_array(
+    root: str | os.PathLike[str], kind: str, parts: dict[str, Any], compute: Callable[[], Any]
+) -> np.ndarray:
+    """``compute()``'s array, kept as ``root/kind/FINGERPRINT.npy`` and read back by any later
+    call with the same ``kind`` and ``parts`` (what the array depends on, JSON-able).
+
+    The file is written atomically; an unreadable one is computed and written again.
+    """
+    path = Path(root) / kind / f"{fingerprint({'kind': kind, **parts})[:24]}.npy"
+    if path.is_file():
+        try:
+            return np.load(path)
+        except (OSError, ValueError) as err:
+            log.warning("%s/%s is unreadable (%s); computing it again", kind, path.name, err)
+    array = np.ascontiguousarray(np.asarray(compute()))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(path, lambda handle: np.save(handle, array))
+    return array
 
 
 class RowStore:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from mammodissect.cache import cached_array
 from mammodissect.errors import MammodissectError
 
 __all__ = ["PLACEHOLDER", "check_prompts", "concept_strings", "encode_concepts"]
@@ -59,6 +61,7 @@ def encode_concepts(
     concepts: Iterable[str],
     prompts: Sequence[str] | str | None = (),
     lowercase: bool = False,
+    cache_root: str | os.PathLike[str] | None = None,
 ) -> tuple[torch.Tensor, list[list[str]]]:
     """Embed concepts with ``dissector.encode_texts``, averaging over prompt templates.
 
@@ -77,6 +80,11 @@ def encode_concepts(
         Templates with one ``{}`` each; empty means the bare concept.
     lowercase:
         Lower-case each concept before filling the templates.
+    cache_root:
+        A cache directory: the embeddings are kept in ``texts/`` there, keyed by the
+        dissector's ``identity`` and the exact strings, and reused by every later run with the
+        same dissector and strings (the G, M and C runs of a study). Dissectors without an
+        ``identity`` are never cached.
 
     Returns
     -------
@@ -86,19 +94,28 @@ def encode_concepts(
     strings = concept_strings(concepts, prompts, lowercase)
     if not strings:
         raise MammodissectError("no concept to encode; give at least one concept")
-    n_templates = len(strings[0])
+    identity = getattr(dissector, "identity", None)
+    if cache_root is None or not identity:
+        return _encode(dissector, strings), strings
+    parts = {"dissector": identity, "strings": strings}
+    embedded = cached_array(cache_root, "texts", parts, lambda: _encode(dissector, strings))
+    return torch.from_numpy(embedded), strings
+
+
+def _encode(dissector: Any, strings: list[list[str]]) -> torch.Tensor:
+    """(M, D) float32 embeddings of one row of strings per concept (templates ensembled)."""
     parts = []
     with torch.inference_mode():
-        for j in range(n_templates):
+        for j in range(len(strings[0])):
             sent = [row[j] for row in strings]
-            embedded = torch.as_tensor(dissector.encode_texts(sent)).float()
+            embedded = torch.as_tensor(dissector.encode_texts(sent)).float().cpu()
             if embedded.ndim != 2 or embedded.shape[0] != len(sent):
                 raise MammodissectError(
                     f"dissector's encode_texts gave shape {tuple(embedded.shape)} for "
                     f"{len(sent)} strings; it must return (M, D)"
                 )
             parts.append(embedded)
-        if n_templates == 1:
-            return parts[0], strings
+        if len(parts) == 1:
+            return parts[0]
         stacked = torch.stack([F.normalize(p, dim=-1) for p in parts])
-        return F.normalize(stacked.mean(dim=0), dim=-1), strings
+        return F.normalize(stacked.mean(dim=0), dim=-1)

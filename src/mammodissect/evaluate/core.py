@@ -193,7 +193,7 @@ def evaluate(
 
     with torch.inference_mode():
         texts, _ = concept_sets.encode_concepts(
-            dissector_model, concepts, config.prompts, config.lowercase
+            dissector_model, concepts, config.prompts, config.lowercase, cache_root=root
         )
         cosines = torch.from_numpy(source.embeddings()) @ texts.float().cpu().T
     info_sim = source.run.info.get("similarity", {})

@@ -191,7 +191,9 @@ def compare_similarities(
     if isinstance(model, str):
         model = load_dissector(model)
     with torch.inference_mode():
-        texts, _ = concept_sets.encode_concepts(model, concepts, config.prompts, config.lowercase)
+        texts, _ = concept_sets.encode_concepts(
+            model, concepts, config.prompts, config.lowercase, cache_root=root
+        )
         cosines = torch.from_numpy(source.embeddings()) @ texts.float().cpu().T
     activations = {layer: torch.from_numpy(source.activations(layer)) for layer in source.layers}
     run_function = get_similarity(run_name)
