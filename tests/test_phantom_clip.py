@@ -84,7 +84,7 @@ def test_reduced_demo_m_has_more_passing_mammography_units_than_g(tmp_path, caps
     ])  # fmt: skip
     assert code == 0
     printed = capsys.readouterr().out
-    variants = ("G", "M", "C-density", "C-mass", "C-calcification")
+    variants = ("G", "M", "C-density", "C-mass", "C-calcification", "C-birads")
     assert all(f"{v} (" in printed for v in variants)
     assert "mammography concepts are the top concept of no passing unit" in printed
     import pandas as pd
@@ -100,7 +100,7 @@ def test_reduced_demo_m_has_more_passing_mammography_units_than_g(tmp_path, caps
         assert (tmp_path / "demo" / variant / "neurons.csv").is_file()
     compared = tmp_path / "demo" / "compare"
     changes = pd.read_csv(compared / "categories.csv")
-    assert set(changes["run"]) == {"C-density", "C-mass", "C-calcification"}
+    assert set(changes["run"]) == {"C-density", "C-mass", "C-calcification", "C-birads"}
     assert set(changes["baseline"]) == {"M"}
     assert (compared / "figures" / "finetune_change.png").stat().st_size > 10_000
     for folder in (*variants, "compare"):
@@ -115,6 +115,8 @@ def test_reduced_demo_m_has_more_passing_mammography_units_than_g(tmp_path, caps
     density = pd.read_csv(tmp_path / "demo" / "C-density" / "head_check.csv")
     assert density["class"].tolist() == ["A", "B", "C", "D"]
     assert density["truth"].tolist()[2] == "heterogeneously dense breasts"
+    birads = pd.read_csv(tmp_path / "demo" / "C-birads" / "head_check.csv")
+    assert birads["class"].astype(str).tolist() == [str(c) for c in range(7)]
     page = (tmp_path / "demo" / "C-density" / "report.html").read_text()
     assert 'id="sec-evaluation"' in page and "Classifier head (density)" in page
     # the comparison's page puts the runs' evaluation figures side by side

@@ -74,6 +74,21 @@ def test_bundled_binary_c_variants_find_their_finding(task):
     assert quality["auroc"] >= BINARY_FLOORS[task], quality
 
 
-def test_bundled_density_c_variant_beats_the_majority_class():
-    quality = evaluate_target(_bundled("density"), "density", 200, seed=777)
-    assert quality["accuracy"] >= quality["chance"] + 0.2, quality
+#: Margins over the majority class a little under what the bundled multi-class C variants
+#: measure on these 200 held-out phantoms (density 4 classes, BI-RADS 0-6).
+MULTICLASS_MARGINS = {"density": 0.2, "birads": 0.1}
+
+
+@pytest.mark.parametrize("task", sorted(MULTICLASS_MARGINS))
+def test_bundled_multiclass_c_variants_beat_the_majority_class(task):
+    quality = evaluate_target(_bundled(task), task, 200, seed=777)
+    assert quality["unknown_class"] == 0
+    assert quality["accuracy"] >= quality["chance"] + MULTICLASS_MARGINS[task], quality
+
+
+def test_every_phantom_task_has_a_bundled_variant_and_a_column():
+    from mammodissect.models.spec import PHANTOM_C_TASKS
+
+    assert tuple(C_TASKS) == PHANTOM_C_TASKS
+    for task in C_TASKS:
+        assert Path(parse_spec(f"phantom-c-{task}").name).is_file(), task

@@ -11,6 +11,7 @@ from typing import Any
 
 from mammodissect.config import RunConfig
 from mammodissect.errors import MammodissectError
+from mammodissect.models.spec import PHANTOM_C_TASKS
 from mammodissect.values import parse_assignments
 
 __all__ = ["main"]
@@ -434,11 +435,12 @@ def _add_phantom(sub: argparse._SubParsersAction) -> None:
         "train-target",
         help="fine-tune phantom-clip's encoder for a phantom task: a C variant (CPU, minutes)",
         description="Fine-tune phantom-clip's image encoder (the M target) with `mammodissect "
-        "finetune` on seeded phantoms for density (4 classes), mass or (suspicious) "
-        "calcification, and write OUT.safetensors (float16) + OUT.json, a classifier:OUT target. "
+        "finetune` on seeded phantoms for density (4 classes), mass, (suspicious) "
+        "calcification or BI-RADS (the categories present), and write OUT.safetensors "
+        "(float16) + OUT.json, a classifier:OUT target. "
         "Phantoms and the resumable fine-tuning run stay in OUT_STEM-work/.",
     )
-    target.add_argument("--task", required=True, choices=["density", "mass", "calcification"])
+    target.add_argument("--task", required=True, choices=PHANTOM_C_TASKS)
     target.add_argument("--out", required=True, help="output .safetensors file")
     target.add_argument("--images", type=int, default=2000, help="training phantoms (2000)")
     target.add_argument("--epochs", type=int, default=3, help="epochs (3)")
@@ -457,7 +459,8 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         help="the general-vs-mammography study on the phantom world, no arguments needed",
         description="Writes a seeded phantom probe set, dissects EfficientNet-Lite0 with real "
         "ImageNet weights (G), phantom-clip's image encoder (M) and M fine-tuned for density, "
-        "mass and suspicious calcification (C-density, C-mass, C-calcification) with "
+        "mass, suspicious calcification and BI-RADS (C-density, C-mass, C-calcification, "
+        "C-birads) with "
         "phantom-clip as the dissector and the bundled birads+controls concepts, summarises the "
         "units that got a mammography concept and compares the variants (tables, figures).",
     )

@@ -119,6 +119,10 @@ def file_identity(path: Path) -> dict[str, Any]:
 
 _DATA = Path(__file__).parent / "data"
 
+#: The phantom study's tasks with a bundled C variant, as in the study: density, mass,
+#: (suspicious) calcification and BI-RADS (``phantom.targets.C_TASKS`` maps them to columns).
+PHANTOM_C_TASKS: tuple[str, ...] = ("density", "mass", "calcification", "birads")
+
 #: Models that need no path: a bare name stands for a full spec. ``phantom-c-TASK`` are the
 #: phantom study's C variants (phantom-clip's encoder fine-tuned by ``mammodissect phantom
 #: train-target``).
@@ -126,7 +130,7 @@ BUILTIN_SPECS = {
     "phantom-clip": "phantom-clip:bundled",
     **{
         f"phantom-c-{task}": f"classifier:{_DATA / f'phantom_c_{task}.safetensors'}"
-        for task in ("density", "mass", "calcification")
+        for task in PHANTOM_C_TASKS
     },
 }
 

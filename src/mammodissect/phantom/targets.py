@@ -5,13 +5,14 @@ A C variant is phantom-clip's image encoder (the M target) fine-tuned for one ph
 
 - ``density``: breast composition, four classes (A-D);
 - ``mass``: a mass is present (binary);
-- ``calcification``: a suspicious calcification is present (binary), as in the study.
+- ``calcification``: a suspicious calcification is present (binary), as in the study;
+- ``birads``: the image's BI-RADS category (0-6, the categories present in training).
 
 The training phantoms come from their own seeds (``TARGET_SEED + seed``), far from
 phantom-clip's training phantoms, its held-out set and the demo probe. The classifier of the
 best validation epoch is written as float16 safetensors with its sidecar, a ``classifier:PATH``
-target; the three trained with the defaults ship in the package as ``phantom-c-density``,
-``phantom-c-mass`` and ``phantom-c-calcification``.
+target; the four trained with the defaults ship in the package as ``phantom-c-density``,
+``phantom-c-mass``, ``phantom-c-calcification`` and ``phantom-c-birads``.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ C_TASKS: dict[str, str] = {
     "density": "density",
     "mass": "mass",
     "calcification": "suspicious_calcification",
+    "birads": "birads",
 }
 
 #: Seeds of the C variants' training phantoms start here.
@@ -70,7 +72,7 @@ def train_target(
     Parameters
     ----------
     task:
-        ``density``, ``mass`` or ``calcification`` (see :data:`C_TASKS`).
+        ``density``, ``mass``, ``calcification`` or ``birads`` (see :data:`C_TASKS`).
     out:
         Output ``.safetensors`` file; its sidecar gets the same name with ``.json``.
     base:
@@ -138,7 +140,8 @@ def evaluate_target(
     target: str, task: str, n: int, seed: int, settings: PhantomSettings | None = None
 ) -> dict[str, Any]:
     """Quality of a C variant on ``n`` held-out phantoms: AUROC of its logit for a binary
-    task, accuracy (and chance: the majority class's share) for density."""
+    task; for a multi-class one (density, BI-RADS) accuracy and chance (the majority class's
+    share), over the images whose class the classifier knows."""
     from mammodissect.metrics import auroc
     from mammodissect.models import load_target
 
@@ -148,11 +151,15 @@ def evaluate_target(
     logits = torch.cat([model.module(batch) for batch in images.split(64)])
     column = C_TASKS[task]
     facts: dict[str, Any] = {"images": n, "seed": seed}
-    if task == "density":
+    if model.info["kind"] == "multiclass":
         classes = model.info["classes"]
-        truth = np.array([classes.index(p.labels[column]) for p in phantoms])
-        facts["accuracy"] = round(float((logits.argmax(1).numpy() == truth).mean()), 4)
-        facts["chance"] = round(float(np.bincount(truth).max() / n), 4)
+        names = [str(p.labels[column]) for p in phantoms]
+        known = np.array([name in classes for name in names])
+        truth = np.array([classes.index(name) for name in names if name in classes])
+        predicted = logits.argmax(1).numpy()[known]
+        facts["accuracy"] = round(float((predicted == truth).mean()), 4)
+        facts["chance"] = round(float(np.bincount(truth).max() / len(truth)), 4)
+        facts["unknown_class"] = int((~known).sum())
     else:
         truth = np.array([bool(p.labels[column]) for p in phantoms])
         facts["auroc"] = round(float(auroc(logits[:, 0].numpy(), truth)), 4)
