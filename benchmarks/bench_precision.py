@@ -50,7 +50,9 @@ def main() -> int:
     print(
         f"{opts.precision}{' + channels-last' if opts.channels_last else ''} vs fp32: "
         f"{parity['changed']} of {parity['units']} units change their top-1 label "
-        f"({parity['fraction_changed']:.1%}); recording {parity['seconds_fp32']:.1f} s fp32, "
+        f"({parity['fraction_changed']:.1%}); the float32 label stays in the top "
+        f"{parity['top']} for {parity['fraction_in_top']:.1%}; "
+        f"recording {parity['seconds_fp32']:.1f} s fp32, "
         f"{parity['seconds_other']:.1f} s {opts.precision}"
     )
     return 0

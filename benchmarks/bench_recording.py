@@ -6,8 +6,10 @@ memory-mapped cache writes, the running top-k and per-batch commits. The goal is
 (record / bare) of at most 1.10.
 
     python benchmarks/bench_recording.py                       # CPU defaults, ~1-2 minutes
-    python benchmarks/bench_recording.py --device cuda --size 1520x912 \
-        --target timm:tf_efficientnet_b5 --layers 'blocks.*.*' --images 64
+    python benchmarks/bench_recording.py --device cuda --size 1520x912 --input-size 1520x912 \
+        --target timm:tf_efficientnet_b5 --layers 'blocks.*.*' --images 64 [--precision bf16]
+
+``--precision bf16|fp16`` runs both sides under the same autocast.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from mammodissect.layers import resolve_layers
 from mammodissect.models import load_dissector, load_target, parse_image_size
+from mammodissect.precision import autocast, check_precision
 from mammodissect.probe import load_probe, read_image
 from mammodissect.record import record
 
@@ -39,10 +42,10 @@ def write_images(folder: Path, n: int, size: tuple[int, int], seed: int = 0) -> 
         Image.fromarray(image).save(folder / f"{i:05d}.png")
 
 
-def bare(target, dissector, probe, batch_size: int, device: torch.device) -> float:
+def bare(target, dissector, probe, batch_size: int, device: torch.device, precision: str) -> float:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     started = time.perf_counter()
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(precision, device):
         for start in range(0, len(probe), batch_size):
             images = [read_image(item.path) for item in probe.items[start : start + batch_size]]
             x_t = torch.stack([target.preprocess(im) for im in images]).to(device)
@@ -70,8 +73,10 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     args = parser.parse_args()
     device = torch.device(args.device)
+    check_precision(args.precision, device)
     torch.manual_seed(0)
     target = load_target(args.target)
     dissector = load_dissector(args.dissector)
@@ -84,10 +89,11 @@ def main() -> int:
         root = Path(tmp)
         write_images(root / "probe", args.images, parse_image_size(args.size))
         probe = load_probe(root / "probe")
-        bare(target, dissector, probe.subset(range(args.batch_size)), args.batch_size, device)
+        warm = probe.subset(range(args.batch_size))
+        bare(target, dissector, warm, args.batch_size, device, args.precision)
         bare_s, record_s = [], []
         for repeat in range(args.repeats):  # alternate, so drift hits both sides alike
-            bare_s.append(bare(target, dissector, probe, args.batch_size, device))
+            bare_s.append(bare(target, dissector, probe, args.batch_size, device, args.precision))
             started = time.perf_counter()
             record(
                 target,
@@ -99,6 +105,7 @@ def main() -> int:
                 cache_root=root / f"cache{repeat}",
                 num_workers=0,
                 progress=False,
+                precision=args.precision,
             )
             if device.type == "cuda":
                 torch.cuda.synchronize()
@@ -106,11 +113,16 @@ def main() -> int:
     units = sum(1 for _ in layers)
     b, r = min(bare_s), min(record_s)
     print(
-        f"device {device}, {args.images} images stored {args.size}, input {args.input_size}, "
-        f"target {args.target} ({units} hooked layers), dissector {args.dissector}"
+        f"device {device}, {args.precision}, {args.images} images stored {args.size}, input "
+        f"{args.input_size}, target {args.target} ({units} hooked layers), dissector "
+        f"{args.dissector}"
     )
-    print(f"bare forwards (decode + preprocess + target + dissector): {b:.2f} s")
-    print(f"record() (same + hooks, pooling, cache writes, top-k):     {r:.2f} s")
+    n = args.images
+    for side, seconds in (
+        ("bare forwards (decode, preprocess, target, dissector)", b),
+        ("record() (same + hooks, pooling, cache writes, top-k)", r),
+    ):
+        print(f"{side}: {seconds:.2f} s, {n / seconds:.1f} images/s")
     print(f"recording overhead ratio: {r / b:.3f} (goal <= 1.10)")
     return 0
 

@@ -177,13 +177,22 @@ def test_bf16_on_cpu_warns_and_parity_counts_changed_labels(
 
 
 def test_label_parity_counts_units_whose_top_concept_moved():
-    def table(labels):
+    def table(*ranks):
         return pd.DataFrame(
-            {"layer": "l", "unit": range(len(labels)), "rank": 1, "concept": labels, "score": 1.0}
+            {"layer": "l", "unit": unit, "rank": rank, "concept": concept, "score": 1.0}
+            for rank, labels in enumerate(ranks, 1)
+            for unit, concept in enumerate(labels)
         )
 
-    parity = label_parity(table(["a", "b", "c", "d"]), table(["a", "x", "c", "d"]))
-    assert parity == {"units": 4, "changed": 1, "fraction_changed": 0.25, "by_layer": {"l": 0.25}}
+    reference = table(["a", "b", "c", "d"])
+    # unit 1 and unit 2 move; unit 1's old label is second in the other run, unit 2's is gone
+    other = table(["a", "x", "y", "d"], ["z", "b", "w", "a"])
+    parity = label_parity(reference, other)
+    assert parity == {
+        "units": 4, "changed": 2, "fraction_changed": 0.5, "fraction_in_top": 0.75, "top": 5,
+        "by_layer": {"l": 0.5},
+    }  # fmt: skip
+    assert label_parity(reference, other, top=1)["fraction_in_top"] == 0.5
 
 
 def _cnn_target() -> Target:

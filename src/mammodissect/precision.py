@@ -85,14 +85,16 @@ def fingerprint_parts(precision: str, channels_last: bool) -> dict[str, Any]:
     return parts
 
 
-def label_parity(reference: pd.DataFrame, other: pd.DataFrame) -> dict[str, Any]:
+def label_parity(reference: pd.DataFrame, other: pd.DataFrame, top: int = 5) -> dict[str, Any]:
     """How far ``other``'s top-1 labels move from ``reference``'s (two ``neurons`` tables).
 
     Returns
     -------
     dict
         ``units`` compared, ``changed`` (units whose rank-1 concept differs),
-        ``fraction_changed``, and per layer the same fraction.
+        ``fraction_changed``, ``fraction_in_top`` (units whose reference label is still
+        among ``other``'s best ``top`` concepts, as far as its table ranks them), ``top`` and
+        per layer the fraction changed.
     """
     keys = ["layer", "unit"]
     first = [frame[frame["rank"] == 1].set_index(keys)["concept"] for frame in (reference, other)]
@@ -101,10 +103,16 @@ def label_parity(reference: pd.DataFrame, other: pd.DataFrame) -> dict[str, Any]
         raise MammodissectError("the two runs share no (layer, unit); compare the same layers")
     changed = joined["reference"] != joined["other"]
     by_layer = changed.groupby(level="layer").mean()
+    ranked = other[other["rank"] <= top].set_index([*keys, "concept"]).index
+    pairs = pd.MultiIndex.from_arrays(
+        [joined.index.get_level_values(k) for k in keys] + [joined["reference"].to_numpy()]
+    )
     return {
         "units": len(joined),
         "changed": int(changed.sum()),
         "fraction_changed": float(changed.mean()),
+        "fraction_in_top": float(pairs.isin(ranked).mean()),
+        "top": top,
         "by_layer": {str(k): float(v) for k, v in by_layer.items()},
     }
 
