@@ -89,7 +89,7 @@ def main() -> int:
         root = Path(tmp)
         write_images(root / "probe", args.images, parse_image_size(args.size))
         probe = load_probe(root / "probe")
-        warm = probe.subset(range(args.batch_size))
+        warm = probe.subset(range(min(args.batch_size, len(probe))))
         bare(target, dissector, warm, args.batch_size, device, args.precision)
         bare_s, record_s = [], []
         for repeat in range(args.repeats):  # alternate, so drift hits both sides alike

@@ -37,7 +37,8 @@ run() {
   export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
   if [[ -n "${GPU_CHECKS_SMOKE:-}" ]]; then
     device=cpu study=4
-    rec=(--target timm:efficientnet_b0 --size 256x160 --input-size 256x160 --images 8)
+    rec=(--target timm:efficientnet_b0 --size 256x160 --input-size 256x160 --images 8
+         --batch-size 4)
     stu=(--size 256x160 --backbone efficientnet-b0 --batch-size 4)
     dis=(--images 16 --batch-size 4)
   else
