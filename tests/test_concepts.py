@@ -495,10 +495,19 @@ def test_text_embeddings_are_cached_by_dissector_identity_and_exact_strings(tmp_
     fake.identity = {"spec": "fake:1", "weights": {"name": "w.pt", "size": 4}}
     C.encode_concepts(fake, ["Oval Mass", "fat"], prompts, cache_root=tmp_path)
     assert len(fake.calls) == 6 and len(list((tmp_path / "texts").glob("*.npy"))) == 3
+    # a subclass that embeds differently under the same identity is not served the parent's
+    class Shuffled(FakeDissector):
+        def encode_texts(self, texts):
+            return super().encode_texts(list(reversed(texts)))
+
+    other = Shuffled()
+    other.identity = dict(fake.identity)
+    moved, _ = C.encode_concepts(other, ["Oval Mass", "fat"], prompts, cache_root=tmp_path)
+    assert len(other.calls) == 2 and not torch.equal(moved, first)
     # a damaged file is computed and written again, with a warning
     fake.identity = {"spec": "fake:1", "weights": {"name": "w.pt", "size": 3}}
     for path in (tmp_path / "texts").glob("*.npy"):
-        path.write_bytes(b"not an array")
+        path.write_bytes(b"not an array")  # every file, the subclass's too
     with caplog.at_level(logging.WARNING):
         repaired, _ = C.encode_concepts(fake, ["Oval Mass", "fat"], prompts, cache_root=tmp_path)
     assert "unreadable" in caplog.text and torch.equal(repaired, first)

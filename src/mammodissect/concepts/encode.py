@@ -82,9 +82,9 @@ def encode_concepts(
         Lower-case each concept before filling the templates.
     cache_root:
         A cache directory: the embeddings are kept in ``texts/`` there, keyed by the
-        dissector's ``identity`` and the exact strings, and reused by every later run with the
-        same dissector and strings (the G, M and C runs of a study). Dissectors without an
-        ``identity`` are never cached.
+        dissector's ``identity``, class and ``spec`` and the exact strings, and reused by every
+        later run with the same dissector and strings (the G, M and C runs of a study).
+        Dissectors without an ``identity`` are never cached.
 
     Returns
     -------
@@ -97,7 +97,10 @@ def encode_concepts(
     identity = getattr(dissector, "identity", None)
     if cache_root is None or not identity:
         return _encode(dissector, strings), strings
-    parts = {"dissector": identity, "strings": strings}
+    # the class and spec too: two Python dissectors may share an identity yet embed differently
+    kind = f"{type(dissector).__module__}.{type(dissector).__qualname__}"
+    parts = {"dissector": identity, "class": kind, "spec": str(getattr(dissector, "spec", ""))}
+    parts["strings"] = strings
     embedded = cached_array(cache_root, "texts", parts, lambda: _encode(dissector, strings))
     return torch.from_numpy(embedded), strings
 
