@@ -495,6 +495,7 @@ def test_text_embeddings_are_cached_by_dissector_identity_and_exact_strings(tmp_
     fake.identity = {"spec": "fake:1", "weights": {"name": "w.pt", "size": 4}}
     C.encode_concepts(fake, ["Oval Mass", "fat"], prompts, cache_root=tmp_path)
     assert len(fake.calls) == 6 and len(list((tmp_path / "texts").glob("*.npy"))) == 3
+
     # a subclass that embeds differently under the same identity is not served the parent's
     class Shuffled(FakeDissector):
         def encode_texts(self, texts):
