@@ -29,7 +29,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from mammodissect.layers import resolve_layers
 from mammodissect.models import load_dissector, load_target, parse_image_size
-from mammodissect.precision import autocast, check_precision
+from mammodissect.precision import PRECISIONS, autocast, check_precision
 from mammodissect.probe import load_probe, read_image
 from mammodissect.record import record
 
@@ -73,7 +73,7 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    parser.add_argument("--precision", default="fp32", choices=list(PRECISIONS))
     args = parser.parse_args()
     device = torch.device(args.device)
     check_precision(args.precision, device)

@@ -35,6 +35,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 from mammodissect.api import compare, dissect
 from mammodissect.models import parse_image_size
 from mammodissect.phantom import generate
+from mammodissect.precision import PRECISIONS
 from mammodissect.testing import (
     BertSize,
     write_classifier_checkpoint,
@@ -64,7 +65,8 @@ def write_probe(folder: Path, n: int, size: tuple[int, int], workers: int) -> No
 
 
 def build_models(root: Path, backbone: str, seed: int = 0) -> dict[str, tuple[str, str]]:
-    """Variant -> (target spec, layers); the dissector is ``DISSECTOR`` in the same folder."""
+    """Write the study's checkpoints into ``root``; variant -> (target spec, layers). The
+    dissector is :func:`dissector_spec` of the same folder."""
     write_mammoclip_checkpoint(
         root / "mammoclip.tar", variant=backbone, bert=BertSize(), projection=512,
         optimizer=False, seed=seed,
@@ -85,6 +87,7 @@ def build_models(root: Path, backbone: str, seed: int = 0) -> dict[str, tuple[st
 
 
 def dissector_spec(root: Path) -> str:
+    """The Mammo-CLIP checkpoint :func:`build_models` wrote, as a dissector spec."""
     return f"mammoclip:{root / 'mammoclip.tar'}?vocab={root}"
 
 
@@ -98,7 +101,7 @@ def main() -> int:
     parser.add_argument("--backbone", default="efficientnet-b5", help="EfficientNet (b5)")
     parser.add_argument("--concepts", default="birads+controls")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    parser.add_argument("--precision", default="fp32", choices=list(PRECISIONS))
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))

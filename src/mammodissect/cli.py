@@ -12,6 +12,7 @@ from typing import Any
 from mammodissect.config import RunConfig
 from mammodissect.errors import MammodissectError
 from mammodissect.models.spec import PHANTOM_C_TASKS
+from mammodissect.precision import PRECISIONS
 from mammodissect.values import parse_assignments
 
 __all__ = ["main"]
@@ -104,7 +105,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help=_help("device", "auto, cpu or cuda[:N]"))
     p.add_argument(
         "--precision",
-        choices=["fp32", "bf16", "fp16"],
+        choices=list(PRECISIONS),
         help=_help(
             "precision", "forward precision: bf16/fp16 autocast (fp16 GPU only; bf16 slow on CPU)"
         ),

@@ -85,11 +85,7 @@ def average_precision_columns(scores: np.ndarray, labels: np.ndarray) -> np.ndar
 
 def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     """AUROC of one score vector (see :func:`auroc_columns`)."""
-    scores = np.asarray(scores, dtype=np.float64).ravel()
-    labels = np.asarray(labels, dtype=bool).ravel()
-    if scores.shape != labels.shape:
-        raise MammodissectError(f"{scores.size} scores but {labels.size} labels")
-    return float(auroc_columns(scores, labels)[0])
+    return float(auroc_columns(np.ravel(scores), labels)[0])
 
 
 def recall_at_k(similarity: torch.Tensor | np.ndarray, k: int = 5) -> float:

@@ -98,9 +98,12 @@ def encode_concepts(
     if cache_root is None or not identity:
         return _encode(dissector, strings), strings
     # the class and spec too: two Python dissectors may share an identity yet embed differently
-    kind = f"{type(dissector).__module__}.{type(dissector).__qualname__}"
-    parts = {"dissector": identity, "class": kind, "spec": str(getattr(dissector, "spec", ""))}
-    parts["strings"] = strings
+    parts = {
+        "dissector": identity,
+        "class": f"{type(dissector).__module__}.{type(dissector).__qualname__}",
+        "spec": str(getattr(dissector, "spec", "")),
+        "strings": strings,
+    }
     embedded = cached_array(cache_root, "texts", parts, lambda: _encode(dissector, strings))
     return torch.from_numpy(embedded), strings
 
