@@ -387,7 +387,7 @@ def test_blank_lines_are_counted_and_duplicates_warned(tmp_path, caplog):
         ("empty.txt", "# only comments\n\n", "is empty"),
         ("empty.csv", "concept,category\n,\n", "is empty"),
         ("empty.yaml", "{}\n", "is empty"),
-        ("latin.txt", b"mass\ncalcific\xe9ation\n", "byte 0xe9 at offset 13 (line 2, column 9)"),
+        ("latin.txt", b"mass\ncalcific\xe9ation\n", "byte 0xe9 on line 2, column 9 (offset 13)"),
         ("nohead.csv", "mass,findings\n", "has no 'concept' column"),
         ("flag.csv", "concept,control\nmass,maybe\n", "flag.csv row 2: control 'maybe'"),
         ("bool.yaml", "a:\n  b: [yes, mass]\n", "a / b item 1 is True"),

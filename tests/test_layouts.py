@@ -188,7 +188,10 @@ def test_missing_image_error_and_skip(vindr_root: Path, caplog: pytest.LogCaptur
         probe = vindr.read(vindr_root, missing="skip")
     assert probe.image_ids == ["a2", "b1", "b2", "c1"]
     assert probe.boxes is not None and probe.boxes.empty  # a1's boxes went with it
-    assert "skipped 1 listed image" in caplog.text
+    assert "vindr: 1 listed image file(s) not found, skipped" in caplog.text
+    assert [(r.where, r.relpath) for r in probe.missing] == [
+        (f"vindr table '{vindr.BREAST_TABLE}' data row 1", "images/s1/a1.dicom")
+    ]
     spec = load_probe(f"vindr:{vindr_root}?missing=skip")
     assert spec.image_ids == probe.image_ids
     with pytest.raises(MammodissectError, match="policy"):

@@ -464,11 +464,63 @@ def test_manifest_missing_path_column(tmp_path: Path) -> None:
         load_probe(tmp_path / "m.csv")
 
 
-def test_manifest_missing_file_names_row(tmp_path: Path) -> None:
+def test_manifest_missing_file_is_skipped_with_its_row(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     _png(tmp_path / "a.png")
-    (tmp_path / "m.csv").write_text("path,y\na.png,1\nmissing.png,0\n")
-    with pytest.raises(MammodissectError, match=r"m\.csv' data row 2 .*'missing\.png' does not"):
+    (tmp_path / "m.csv").write_text("path,y\na.png,1\nsub/missing.png,0\n")
+    with caplog.at_level(logging.WARNING, logger="mammodissect.probe.dataset"):
+        probe = load_probe(tmp_path / "m.csv")
+    assert probe.image_ids == ["a.png"] and probe.labels["y"].tolist() == [1]
+    assert [(r.where, r.relpath, r.reason) for r in probe.missing] == [
+        ("manifest 'm.csv' data row 2 (line 3)", "sub/missing.png", "file does not exist")
+    ]
+    assert probe.dropped == []
+    assert "row 2 (line 3) 'sub/missing.png'" in caplog.text and str(tmp_path) not in caplog.text
+    # ?missing=error on the plain path (or csv:PATH?missing=error) makes it fatal at once
+    for spec in (f"{tmp_path / 'm.csv'}?missing=error", f"csv:{tmp_path / 'm.csv'}?missing=error"):
+        with pytest.raises(
+            MammodissectError, match=r"m\.csv' data row 2 .*'sub/missing\.png' does not"
+        ):
+            load_probe(spec)
+    # ?missing=skip is an option, not part of the file name
+    assert load_probe(f"{tmp_path / 'm.csv'}?missing=skip").image_ids == ["a.png"]
+    (tmp_path / "gone.csv").write_text("path\nx.png\n")
+    with pytest.raises(MammodissectError, match="lists no file that exists"):
+        load_probe(tmp_path / "gone.csv")
+
+
+def test_manifest_one_id_for_two_files_is_an_error(tmp_path: Path) -> None:
+    _png(tmp_path / "a.png")
+    _png(tmp_path / "b.png")
+    (tmp_path / "m.csv").write_text("image_id,path\nx,a.png\ny,a.png\nx,b.png\n")
+    with pytest.raises(MammodissectError) as err:
         load_probe(tmp_path / "m.csv")
+    assert str(err.value) == (
+        "manifest 'm.csv' data rows 1 and 3 give image_id 'x' to two different files "
+        "('a.png' and 'b.png'); give each image its own image_id"
+    )
+
+
+def test_manifest_repeated_row_is_dropped_and_kept_on_record(tmp_path: Path) -> None:
+    _png(tmp_path / "a.png")
+    (tmp_path / "m.csv").write_text("image_id,path\nx,a.png\nx,./a.png\n")
+    probe = load_probe(tmp_path / "m.csv")
+    assert probe.image_ids == ["x"]
+    assert [(r.where, r.reason, r.missing) for r in probe.dropped] == [
+        ("manifest 'm.csv' data row 2 (line 3)", "repeats data row 1 (same image_id and file)",
+         False)
+    ]  # fmt: skip
+    assert probe.subset([0]).dropped == probe.dropped
+
+
+def test_manifest_not_utf8_names_the_line(tmp_path: Path) -> None:
+    _png(tmp_path / "a.png")
+    (tmp_path / "m.csv").write_bytes(b"path,site\na.png,Malm\xf6\n")
+    with pytest.raises(MammodissectError) as err:
+        load_probe(tmp_path / "m.csv")
+    assert "manifest 'm.csv' is not UTF-8 text: byte 0xf6 on line 2, column 11" in str(err.value)
+    assert "save the file as UTF-8" in str(err.value)
 
 
 @pytest.mark.parametrize(("text", "pattern"), [("", "is empty"), ("path,y\n", "header only")])

@@ -22,7 +22,6 @@ multi-label concept is listed under each of its categories (read it back with
 
 from __future__ import annotations
 
-import codecs
 import csv
 import io
 import json
@@ -41,6 +40,7 @@ from mammodissect.concepts.core import (
     parse_control,
 )
 from mammodissect.errors import MammodissectError
+from mammodissect.textfile import read_utf8
 
 __all__ = ["FORMATS", "format_of", "read", "write"]
 
@@ -104,28 +104,9 @@ def read(path: str | Path, duplicates: str = "first", name: str | None = None) -
     return build(entries, name=name or path.name, duplicates=duplicates, blank_lines=blank)
 
 
-def decode(path: Path) -> str:
-    """The file's text; an error naming the byte offset and line when it is not UTF-8."""
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise MammodissectError(f"cannot read concept file {path.name!r}: {err}") from err
-    start = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
-    try:
-        return data[start:].decode("utf-8")
-    except UnicodeDecodeError as err:
-        offset = start + err.start
-        line = data.count(b"\n", 0, offset) + 1
-        column = offset - (data.rfind(b"\n", 0, offset) + 1) + 1
-        raise MammodissectError(
-            f"concept file {path.name!r} is not UTF-8 text: byte 0x{data[offset]:02x} at offset "
-            f"{offset} (line {line}, column {column}); save the file as UTF-8"
-        ) from err
-
-
 def _read_text(path: Path) -> tuple[list[Entry], int]:
     entries, blank = [], 0
-    for number, line in enumerate(decode(path).splitlines(), start=1):
+    for number, line in enumerate(read_utf8(path, "concept file").splitlines(), start=1):
         stripped = line.strip()
         if stripped.startswith("#"):
             continue
@@ -141,7 +122,9 @@ def _header_key(cell: str) -> str:
 
 
 def _read_table(path: Path, delimiter: str) -> tuple[list[Entry], int]:
-    rows = list(csv.reader(io.StringIO(decode(path), newline=""), delimiter=delimiter))
+    rows = list(
+        csv.reader(io.StringIO(read_utf8(path, "concept file"), newline=""), delimiter=delimiter)
+    )
     start = next((i for i, row in enumerate(rows) if any(c.strip() for c in row)), None)
     if start is None:
         return [], 0
@@ -182,7 +165,7 @@ def _read_table(path: Path, delimiter: str) -> tuple[list[Entry], int]:
 
 
 def _load_nested(path: Path) -> Any:
-    text = decode(path)
+    text = read_utf8(path, "concept file")
     if path.suffix.lower() == ".json":
         try:
             return json.loads(text)

@@ -8,6 +8,7 @@ stay in memory.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 from collections.abc import Iterable, Iterator
@@ -19,14 +20,18 @@ import pandas as pd
 
 from mammodissect.errors import MammodissectError
 from mammodissect.probe.images import is_dicom_file
+from mammodissect.textfile import read_utf8
 
 __all__ = [
     "BOX_COLUMNS",
     "IMAGE_EXTENSIONS",
     "MANIFEST_EXTENSIONS",
+    "ExcludedRow",
     "Probe",
     "ProbeItem",
+    "load_manifest",
     "load_probe",
+    "warn_excluded",
 ]
 
 logger = logging.getLogger(__name__)
@@ -63,6 +68,32 @@ class ProbeItem:
     path: Path
 
 
+@dataclass(frozen=True)
+class ExcludedRow:
+    """A listed image the probe leaves out, kept so that nothing is dropped silently.
+
+    Attributes
+    ----------
+    where : str
+        Where it was listed, without any path (``"manifest 'm.csv' data row 3"``).
+    image_id : str
+        The id it was listed under.
+    relpath : str
+        The file as listed, relative to the probe root.
+    reason : str
+        Why it is left out (no path).
+    missing : bool
+        True for a listed file that does not exist (a bad image: recorded as skipped, fatal
+        under ``--strict``); False for a row repeating an image already listed (dropped).
+    """
+
+    where: str
+    image_id: str
+    relpath: str
+    reason: str
+    missing: bool
+
+
 @dataclass(eq=False)
 class Probe:
     """An ordered set of probe images.
@@ -83,6 +114,8 @@ class Probe:
         Finding regions, one row each, starting with :data:`BOX_COLUMNS`, plus
         optional columns such as ``mask_path`` (relative to :attr:`root`),
         ``finding_birads`` or ``pathology``; ``None`` when the source has none.
+    excluded : list of ExcludedRow
+        Listed images left out: missing files (``missing="skip"``) and repeated rows.
     """
 
     root: Path
@@ -90,6 +123,7 @@ class Probe:
     labels: pd.DataFrame | None = None
     source: str = "folder"
     boxes: pd.DataFrame | None = None
+    excluded: list[ExcludedRow] = field(default_factory=list)
     _index: dict[str, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -203,8 +237,8 @@ class Probe:
         Returns
         -------
         Probe
-            A new probe with the same root and source, and the labels and boxes of
-            the kept images.
+            A new probe with the same root, source and excluded rows, and the labels and
+            boxes of the kept images.
 
         Raises
         ------
@@ -225,7 +259,24 @@ class Probe:
         boxes = None
         if self.boxes is not None:
             boxes = self.boxes[self.boxes["image_id"].isin(ids)].reset_index(drop=True)
-        return Probe(root=self.root, items=chosen, labels=labels, source=self.source, boxes=boxes)
+        return Probe(
+            root=self.root,
+            items=chosen,
+            labels=labels,
+            source=self.source,
+            boxes=boxes,
+            excluded=list(self.excluded),
+        )
+
+    @property
+    def missing(self) -> list[ExcludedRow]:
+        """Listed files that do not exist (skipped, fatal under ``--strict``)."""
+        return [row for row in self.excluded if row.missing]
+
+    @property
+    def dropped(self) -> list[ExcludedRow]:
+        """Rows dropped because they repeat an image already listed."""
+        return [row for row in self.excluded if not row.missing]
 
 
 def load_probe(path: str | os.PathLike[str]) -> Probe:
@@ -247,12 +298,19 @@ def load_probe(path: str | os.PathLike[str]) -> Probe:
     folders (names starting with ``"."``) and symlinked folders are skipped. Items are sorted by
     relative POSIX path, which is also their ``image_id``.
 
-    A manifest (``.csv`` comma-, ``.tsv`` tab-separated) needs a ``path``
+    A manifest (``.csv`` comma-, ``.tsv`` tab-separated, UTF-8) needs a ``path``
     column (any case); relative paths resolve against the manifest's folder,
     which is the probe root. An optional ``image_id`` column names the
-    images (else the relative path does). Row order is probe order; rows
-    repeating an ``image_id`` are dropped, keeping the first, with a
-    warning. The remaining columns become :attr:`Probe.labels`.
+    images (else the relative path does). Row order is probe order; a row
+    repeating an ``image_id`` with the same file is dropped, keeping the first,
+    with a warning naming the rows (and kept in :attr:`Probe.excluded`); two
+    different files under one ``image_id`` are an error naming both rows. A
+    listed file that does not exist is left out with its row and reason in
+    :attr:`Probe.excluded` (a run records it as skipped; ``--strict`` makes it
+    fatal), or is an error with the option ``missing=error``
+    (``manifest.csv?missing=error``). The remaining columns become
+    :attr:`Probe.labels`. Options may follow a plain path after ``?``, as in
+    ``"probe/manifest.csv?missing=skip"``.
 
     Parameters
     ----------
@@ -268,9 +326,9 @@ def load_probe(path: str | os.PathLike[str]) -> Probe:
     ------
     MammodissectError
         If ``path`` does not exist, is neither a folder nor a ``.csv``/``.tsv``
-        file, the folder holds no images, the manifest is empty, lacks a
-        ``path`` column, has an empty path or image_id, or lists a file that
-        does not exist; for a layout spec, as the layout's reader and
+        file, the folder holds no images, the manifest is empty, not UTF-8, lacks a
+        ``path`` column, has an empty path or image_id, gives one image_id to two
+        files, or lists no file that exists; for a layout spec, as the layout's reader and
         :func:`~mammodissect.probe.select` raise, and for an unknown layout name.
     """
     if isinstance(path, str):
@@ -279,13 +337,18 @@ def load_probe(path: str | os.PathLike[str]) -> Probe:
 
         if is_layout_spec(path):
             return load_layout_spec(path)
+        plain, mark, _ = path.partition("?")
+        if mark and not Path(path).exists() and Path(plain).expanduser().exists():
+            # options on a plain path, e.g. manifest.csv?missing=skip
+            kind = "folder" if Path(plain).expanduser().is_dir() else "csv"
+            return load_layout_spec(f"{kind}:{path}")
     probe_path = Path(path)
     if not probe_path.exists():
         raise MammodissectError(f"probe '{os.fspath(path)}' not found")
     if probe_path.is_dir():
         return _load_folder(path)
     if probe_path.is_file() and probe_path.suffix.lower() in MANIFEST_EXTENSIONS:
-        return _load_manifest(path)
+        return load_manifest(path)
     raise MammodissectError(
         f"probe '{os.fspath(path)}' is neither a folder of images nor a .csv/.tsv manifest"
     )
@@ -363,13 +426,16 @@ def _cell(value: Any) -> str:
     return str(value).strip()
 
 
-def _load_manifest(path: str | os.PathLike[str]) -> Probe:
-    """List the images of a CSV/TSV manifest."""
-    name = os.fspath(path)
+def load_manifest(path: str | os.PathLike[str], missing: str = "skip") -> Probe:
+    """List the images of a CSV/TSV manifest, as :func:`load_probe` describes; ``missing`` is
+    ``"skip"`` (a listed file that does not exist goes to :attr:`Probe.excluded`) or
+    ``"error"``."""
     manifest = Path(path)
+    name = manifest.name
     sep = MANIFEST_EXTENSIONS[manifest.suffix.lower()]
+    text = io.StringIO(read_utf8(manifest, "manifest"))
     try:
-        header = pd.read_csv(manifest, sep=sep, nrows=0, encoding="utf-8-sig")
+        header = pd.read_csv(text, sep=sep, nrows=0)
         columns = [str(column) for column in header.columns]
         path_col = _find_column(columns, "path")
         id_col = _find_column(columns, "image_id")
@@ -379,10 +445,11 @@ def _load_manifest(path: str | os.PathLike[str]) -> Probe:
                 f"{', '.join(repr(c) for c in columns) or 'none'})"
             )
         as_text = {path_col: str} if id_col is None else {path_col: str, id_col: str}
-        table = pd.read_csv(manifest, sep=sep, dtype=as_text, encoding="utf-8-sig")
+        text.seek(0)
+        table = pd.read_csv(text, sep=sep, dtype=as_text)
     except pd.errors.EmptyDataError:
         raise MammodissectError(f"manifest '{name}' is empty") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+    except (pd.errors.ParserError, ValueError) as exc:
         raise MammodissectError(f"cannot parse manifest '{name}' ({exc})") from None
     if table.empty:
         raise MammodissectError(f"manifest '{name}' lists no images (it has a header only)")
@@ -391,10 +458,11 @@ def _load_manifest(path: str | os.PathLike[str]) -> Probe:
     paths = table[path_col].tolist()
     ids = table[id_col].tolist() if id_col is not None else [None] * len(table)
     items: list[ProbeItem] = []
+    excluded: list[ExcludedRow] = []
     keep: list[int] = []
-    seen: set[str] = set()
-    for row, (raw_path, raw_id) in enumerate(zip(paths, ids, strict=True)):
-        where = f"manifest '{name}' data row {row + 1} (line {row + 2})"
+    first: dict[str, tuple[int, Path, str]] = {}  # image_id -> where first listed: row, file
+    for row, (raw_path, raw_id) in enumerate(zip(paths, ids, strict=True), start=1):
+        where = f"manifest '{name}' data row {row} (line {row + 1})"
         listed = _cell(raw_path)
         if not listed:
             raise MammodissectError(f"{where}: empty path")
@@ -412,21 +480,34 @@ def _load_manifest(path: str | os.PathLike[str]) -> Probe:
                 raise MammodissectError(f"{where}: empty image_id")
         else:
             image_id = relpath
-        if image_id in seen:
+        if image_id in first:
+            earlier, earlier_file, earlier_rel = first[image_id]
+            if absolute != earlier_file:
+                raise MammodissectError(
+                    f"manifest '{name}' data rows {earlier} and {row} give image_id "
+                    f"'{image_id}' to two different files ('{earlier_rel}' and '{relpath}'); "
+                    "give each image its own image_id"
+                )
+            reason = f"repeats data row {earlier} (same image_id and file)"
+            excluded.append(ExcludedRow(where, image_id, relpath, reason, missing=False))
             continue
+        first[image_id] = (row, absolute, relpath)
         if not absolute.is_file():
             state = "is not a file" if absolute.exists() else "does not exist"
-            raise MammodissectError(f"{where}: listed image '{listed}' {state}")
-        seen.add(image_id)
-        keep.append(row)
+            if missing == "error":
+                raise MammodissectError(
+                    f"{where}: listed image '{listed}' {state}; check the path, or leave such "
+                    f"rows out with '{name}?missing=skip'"
+                )
+            excluded.append(ExcludedRow(where, image_id, relpath, f"file {state}", missing=True))
+            continue
+        keep.append(row - 1)
         items.append(ProbeItem(image_id=image_id, relpath=relpath, path=absolute))
-
-    dropped = len(table) - len(items)
-    if dropped:
-        logger.warning(
-            "manifest '%s': dropped %d row(s) repeating an image_id (kept the first of each)",
-            name,
-            dropped,
+    warn_excluded(f"manifest '{name}'", excluded)
+    if not items:
+        raise MammodissectError(
+            f"manifest '{name}' lists no file that exists (first listed: "
+            f"'{excluded[0].relpath}'); check that its paths are relative to its own folder"
         )
     extra = [column for column in table.columns if column not in (path_col, id_col)]
     labels = None
@@ -434,4 +515,31 @@ def _load_manifest(path: str | os.PathLike[str]) -> Probe:
         labels = table.iloc[keep][extra].copy()
         labels.index = pd.Index([item.image_id for item in items], name="image_id")
     logger.info("probe manifest: %d images", len(items))
-    return Probe(root=root, items=items, labels=labels, source="manifest")
+    return Probe(root=root, items=items, labels=labels, source="manifest", excluded=excluded)
+
+
+def _rows(source: str, rows: list[ExcludedRow], shown: int = 5) -> str:
+    """The first ``shown`` excluded rows as text (``data row 3 (line 4) 'a.png'``, ...)."""
+    text = ", ".join(f"{r.where.removeprefix(source + ' ')} '{r.relpath}'" for r in rows[:shown])
+    return text + (f" and {len(rows) - shown} more" if len(rows) > shown else "")
+
+
+def warn_excluded(source: str, excluded: list[ExcludedRow]) -> None:
+    """Log one warning for the missing files and one for the repeated rows, naming the rows."""
+    missing = [r for r in excluded if r.missing]
+    dropped = [r for r in excluded if not r.missing]
+    if missing:
+        logger.warning(
+            "%s: %d listed image file(s) not found, skipped (run.json lists them; --strict "
+            "stops instead): %s",
+            source,
+            len(missing),
+            _rows(source, missing),
+        )
+    if dropped:
+        logger.warning(
+            "%s: dropped %d row(s) repeating an image already listed (kept the first): %s",
+            source,
+            len(dropped),
+            _rows(source, dropped),
+        )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import fnmatch
+import io
 import logging
 import os
 import re
@@ -23,7 +24,15 @@ import numpy as np
 import pandas as pd
 
 from mammodissect.errors import MammodissectError
-from mammodissect.probe.dataset import BOX_COLUMNS, IMAGE_EXTENSIONS, Probe, ProbeItem
+from mammodissect.probe.dataset import (
+    BOX_COLUMNS,
+    IMAGE_EXTENSIONS,
+    ExcludedRow,
+    Probe,
+    ProbeItem,
+    warn_excluded,
+)
+from mammodissect.textfile import read_utf8
 
 __all__ = [
     "CONVERTED_EXTENSIONS",
@@ -235,11 +244,12 @@ def read_table(
     MammodissectError
         If the file is empty or unparsable, repeats a column, or lacks a required column.
     """
+    text = io.StringIO(read_utf8(path, f"{layout} table"))
     try:
-        table = pd.read_csv(path, dtype=str, encoding="utf-8-sig", keep_default_na=True)
+        table = pd.read_csv(text, dtype=str, keep_default_na=True)
     except pd.errors.EmptyDataError:
         raise MammodissectError(f"{layout} table '{path.name}' is empty") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as exc:
+    except (pd.errors.ParserError, ValueError) as exc:
         raise MammodissectError(f"cannot read {layout} table '{path.name}' ({exc})") from None
     if rename:
         names = [snake(column) for column in table.columns]
@@ -487,7 +497,7 @@ class Collector:
     missing: str = "error"
     items: list[ProbeItem] = field(default_factory=list)
     rows: list[dict[str, Any]] = field(default_factory=list)
-    skipped: int = 0
+    excluded: list[ExcludedRow] = field(default_factory=list)
     _seen: set[str] = field(default_factory=set, repr=False)
 
     def add(
@@ -535,7 +545,10 @@ class Collector:
             )
         if path is None:
             if self.missing == "skip":
-                self.skipped += 1
+                where = f"{self.layout} table '{table}' data row {row}"
+                self.excluded.append(
+                    ExcludedRow(where, image_id, listed, "file not found", missing=True)
+                )
                 return False
             raise MammodissectError(
                 f"{self.layout} table '{table}' data row {row}: listed image '{listed}' not "
@@ -586,16 +599,11 @@ def make_probe(
         If no image is left.
     """
     id_columns = tuple(id_columns)
-    if collector.skipped:
-        logger.warning(
-            "%s: skipped %d listed image(s) whose file is missing (missing='skip')",
-            collector.layout,
-            collector.skipped,
-        )
+    warn_excluded(collector.layout, collector.excluded)
     if not collector.items:
         raise MammodissectError(
             f"{collector.layout} dataset folder '{collector.root.name}' gave no images"
-            + (" (every listed image file is missing)" if collector.skipped else "")
+            + (" (every listed image file is missing)" if collector.excluded else "")
         )
     ids = [item.image_id for item in collector.items]
     order: list[str] = []
@@ -639,6 +647,7 @@ def make_probe(
         labels=labels,
         source=collector.layout,
         boxes=box_frame,
+        excluded=collector.excluded,
     )
 
 

@@ -24,6 +24,7 @@ fixes rows whose mask and crop paths are swapped.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -463,13 +464,7 @@ def add_mask_boxes(probe: Probe, *, workers: int | None = None) -> Probe:
             empty,
         )
     logger.info("cbis-ddsm: boxes from %d ROI masks", len(todo) - empty)
-    return Probe(
-        root=probe.root,
-        items=probe.items,
-        labels=probe.labels,
-        source=probe.source,
-        boxes=filled,
-    )
+    return dataclasses.replace(probe, boxes=filled)
 
 
 def _log_shared_views(labels_of: dict[str, dict[str, Any]]) -> None:

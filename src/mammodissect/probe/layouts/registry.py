@@ -96,12 +96,16 @@ def _read_folder(root: str | os.PathLike[str]) -> Probe:
     return dataset.load_probe(path)
 
 
-def _read_csv(root: str | os.PathLike[str]) -> Probe:
-    """A CSV/TSV manifest, as :func:`~mammodissect.probe.load_probe` reads it."""
+def _read_csv(root: str | os.PathLike[str], *, missing: str = "skip") -> Probe:
+    """A CSV/TSV manifest, as :func:`~mammodissect.probe.load_probe` reads it; a listed file
+    that does not exist is left out and recorded (``missing="skip"``, the default) or an
+    error (``"error"``)."""
     path = Path(root).expanduser()
     if path.is_dir() or (path.exists() and path.suffix.lower() not in MANIFEST_EXTENSIONS):
         raise MammodissectError(f"csv: probe '{os.fspath(root)}' is not a .csv/.tsv manifest file")
-    return dataset.load_probe(path)
+    if not path.exists():
+        raise MammodissectError(f"probe '{os.fspath(root)}' not found")
+    return dataset.load_manifest(path, missing=missing)
 
 
 def _cbis_finish(probe: Probe, options: Mapping[str, Any]) -> Probe:
@@ -127,6 +131,7 @@ LAYOUTS: Mapping[str, Layout] = MappingProxyType(
                 "csv",
                 _read_csv,
                 "a CSV/TSV manifest with a path column (and optional image_id, labels)",
+                _MISSING,
                 aliases=("manifest", "tsv"),
             ),
             Layout(
