@@ -364,7 +364,8 @@ def record(
     # the running top-k keeps the size it was started with; more images come from the matrix
     top_k = int(target_store.extra.get("top_k", top_k))
     target_store.extra["top_k"] = np.array(top_k)
-    resumed = {s: 0 < s.rows_done < n for s in stores}
+    # where each cache resumes from, for the log once the pass is done
+    resumed = {s: s.rows_done for s in stores if 0 < s.rows_done < n}
     start = min(s.rows_done if s.columns else 0 for s in stores)
     stats: dict[str, Any] = {
         "target_cache": _status(target_store),
@@ -397,7 +398,7 @@ def record(
         )
         options["top_k"] = top_k
         if needed:
-            resumed = dict.fromkeys(stores, False)
+            resumed = {}
             _record_sharded(
                 target, dissector, probe, layers, stores, parts, stats, ranks,
                 cache_root=Path(cache_root), **options,
@@ -406,15 +407,18 @@ def record(
             return None
     elif start < n or not all(s.complete for s in stores):
         _run_pass(target, dissector, probe, layers, stores, start, n, stats, **options)
-    for store in stores:
-        if resumed[store]:
-            log.info(
-                "resumed %s cache from image %d of %d",
-                store.directory.parent.name,
-                store.rows_done,
-                n,
-            )
+    for store, rows_done in resumed.items():
+        log.info(
+            "resumed %s cache from image %d of %d", store.directory.parent.name, rows_done + 1, n
+        )
     skipped = {**dissector_store.skipped, **target_store.skipped}
+    if strict and skipped:  # skips the cache recorded earlier are judged under today's flags
+        row = min(skipped)
+        raise MammodissectError(
+            f"cannot use probe image {probe.items[row].relpath!r}: {skipped[row]} (--strict "
+            f"stops at a bad image; the cache recorded {len(skipped)} such image(s) in an "
+            "earlier run without --strict: fix or remove them, or drop --strict)"
+        )
     rows = np.array([r for r in range(n) if r not in skipped], dtype=np.int64)
     if not len(rows):
         raise MammodissectError(
