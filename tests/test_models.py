@@ -131,8 +131,37 @@ def test_pickles_with_code_are_refused(tmp_path):
     path = tmp_path / "evil.pth"
     with open(path, "wb") as handle:
         pickle.dump({"weight": _Evil()}, handle)
-    with pytest.raises(MammodissectError, match="cannot read weights file 'evil.pth'"):
+    with pytest.raises(MammodissectError, match="weights file 'evil.pth' holds pickled") as err:
         read_state_dict(path)
+    assert "weights_only" not in str(err.value) and "trust" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("random.pth", bytes(range(7, 250)) * 20, "is not a checkpoint"),
+        ("notes.pth", b"hello\n", "is not a checkpoint"),
+        ("cut.pth", None, "is not a readable checkpoint"),
+        ("namespace.pth", "namespace", "pickled Python objects besides tensors (argparse.Name"),
+        ("broken.safetensors", b"\x10\x00\x00\x00\x00\x00\x00\x00{}", "not a readable .safet"),
+    ],
+)
+def test_files_that_are_no_checkpoint_say_so(tmp_path, name, content, message):
+    import argparse
+
+    path = tmp_path / name
+    if content is None:  # a real checkpoint, cut short
+        torch.save({"w": torch.zeros(64, 64)}, path)
+        path.write_bytes(path.read_bytes()[:300])
+    elif content == "namespace":
+        torch.save({"state": argparse.Namespace(a=1)}, path)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(MammodissectError) as err:
+        read_state_dict(path)
+    text = str(err.value)
+    assert message in text and f"'{name}'" in text
+    assert "weights_only" not in text and "trust" not in text and str(tmp_path) not in text
 
 
 def test_no_weights_warns_random_init(caplog):

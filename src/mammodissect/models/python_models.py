@@ -51,7 +51,11 @@ def load_callable(spec: ModelSpec) -> tuple[Callable[..., Any], Path | None]:
             loader_spec = importlib.util.spec_from_file_location(name, path)
             module = importlib.util.module_from_spec(loader_spec)
             sys.modules[name] = module
-            loader_spec.loader.exec_module(module)
+            try:
+                loader_spec.loader.exec_module(module)
+            except BaseException as err:
+                del sys.modules[name]  # a fixed file is loaded afresh next time
+                raise _user_error(spec, "loading", err) from err
     else:
         try:
             module = importlib.import_module(module_ref)
@@ -59,11 +63,35 @@ def load_callable(spec: ModelSpec) -> tuple[Callable[..., Any], Path | None]:
             raise MammodissectError(
                 f"cannot import module {module_ref!r} of spec {spec.public()!r}: {err}"
             ) from err
+        except Exception as err:
+            raise _user_error(spec, "importing", err) from err
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise MammodissectError(f"module {module_ref!r} has no callable {attr!r}")
     source = getattr(module, "__file__", None)
     return fn, Path(source) if source else None
+
+
+def _user_error(spec: ModelSpec, doing: str, err: BaseException) -> MammodissectError:
+    """One line for an exception raised inside the user's code (the traceback is the error's
+    cause: ``mammodissect -v`` prints it)."""
+    if isinstance(err, MammodissectError):
+        return err
+    if not isinstance(err, Exception):  # KeyboardInterrupt, SystemExit: not the user's bug
+        raise err
+    text = str(err).strip().splitlines()
+    detail = f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+    return MammodissectError(
+        f"{doing} {spec.public()!r} raised {detail} (rerun with -v for the traceback)"
+    )
+
+
+def call_user(spec: ModelSpec, fn: Callable[..., Any], doing: str, **kwargs: Any) -> Any:
+    """``fn(**kwargs)``, an exception raised inside it turned into one line naming the spec."""
+    try:
+        return fn(**kwargs)
+    except Exception as err:
+        raise _user_error(spec, doing, err) from err
 
 
 def _identity(spec: ModelSpec, source: Path | None) -> dict[str, Any]:
@@ -77,7 +105,7 @@ def _identity(spec: ModelSpec, source: Path | None) -> dict[str, Any]:
 def load_python_target(spec: ModelSpec) -> Target:
     """Call the user's factory and wrap what it returns as a target."""
     fn, source = load_callable(spec)
-    built = fn(**spec.extra_options(_RESERVED))
+    built = call_user(spec, fn, "target factory", **spec.extra_options(_RESERVED))
     if isinstance(built, Target):
         built.spec = spec.public()
         built.identity = {**_identity(spec, source), **built.identity}
@@ -97,7 +125,7 @@ def load_python_target(spec: ModelSpec) -> Target:
 def load_python_dissector(spec: ModelSpec) -> Any:
     """Call the user's factory; the registry checks the dissector interface."""
     fn, source = load_callable(spec)
-    built = fn(**spec.extra_options(_RESERVED))
+    built = call_user(spec, fn, "dissector factory", **spec.extra_options(_RESERVED))
     if getattr(built, "identity", None) is None:
         with contextlib.suppress(AttributeError):  # objects with __slots__ keep the spec's
             built.identity = _identity(spec, source)

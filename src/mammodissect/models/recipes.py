@@ -19,7 +19,7 @@ from mammodissect.models.preprocess import (
     TransformPreprocess,
     parse_image_size,
 )
-from mammodissect.models.python_models import load_callable
+from mammodissect.models.python_models import call_user, load_callable
 from mammodissect.models.registry import suggest
 from mammodissect.models.spec import parse_spec
 from mammodissect.values import parse_value
@@ -58,7 +58,7 @@ def make_recipe(text: str, default: Preprocess) -> Preprocess:
     if text.startswith("python:"):
         spec = parse_spec(text)
         fn, _ = load_callable(spec)
-        made = fn(**spec.extra_options(frozenset()))
+        made = call_user(spec, fn, "preprocess factory", **spec.extra_options(frozenset()))
         if hasattr(made, "prepare") and hasattr(made, "finish"):
             return made
         if not callable(made):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -34,7 +35,13 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        state = load_file(str(path))
+        try:
+            state = load_file(str(path))
+        except Exception as err:
+            raise MammodissectError(
+                f"weights file {path.name!r} is not a readable .safetensors file "
+                f"({type(err).__name__}: damaged, truncated or misnamed). {_SAVE_HINT}"
+            ) from None
     else:
         state = _torch_load(path)
     return strip_prefix(_unwrap(state, path), "module.")
@@ -48,25 +55,56 @@ def strip_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch
 
 
 def _torch_load(path: Path) -> object:
+    if not _looks_like_torch_file(path):
+        raise MammodissectError(
+            f"weights file {path.name!r} is not a checkpoint: it is neither a file "
+            f"torch.save wrote (a zip archive or a pickle) nor .safetensors. {_SAVE_HINT}"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except RuntimeError as err:
         if "mmap" not in str(err):
             raise _unreadable(path, err) from err
-    except (pickle.UnpicklingError, EOFError, OSError, ValueError) as err:
+    except Exception as err:
         raise _unreadable(path, err) from err
     try:  # legacy (non-zip) checkpoints cannot be memory-mapped
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, OSError, ValueError) as err:
+    except Exception as err:
         raise _unreadable(path, err) from err
 
 
+_SAVE_HINT = (
+    "Save the weights with torch.save(model.state_dict(), path) or as .safetensors "
+    "(a Mammo-CLIP checkpoint is read by mammoclip:PATH or mammoclip-classifier:PATH)"
+)
+
+
+def _looks_like_torch_file(path: Path) -> bool:
+    """Whether the file starts as torch.save's output does: a zip archive (``PK``) or a
+    pickle (protocol 2 and newer start with byte 0x80)."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(2)
+    except OSError as err:
+        raise MammodissectError(
+            f"cannot read weights file {path.name!r} ({err.strerror or err})"
+        ) from None
+    return head[:2] == b"PK" or head[:1] == b"\x80"
+
+
 def _unreadable(path: Path, err: Exception) -> MammodissectError:
-    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    """The error for a torch file that ``weights_only`` loading refuses or cannot read. Never
+    relays PyTorch's advice to load with ``weights_only=False`` (that runs the file's code)."""
+    if isinstance(err, pickle.UnpicklingError) or "Weights only load failed" in str(err):
+        refused = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+        what = refused.group(1) if refused else "or pickle content torch.save does not write"
+        return MammodissectError(
+            f"weights file {path.name!r} holds pickled Python objects besides tensors "
+            f"({what}), which mammodissect never unpickles. {_SAVE_HINT}"
+        )
     return MammodissectError(
-        f"cannot read weights file {path.name!r} as a plain state dict ({first}); "
-        "save the weights with torch.save(model.state_dict(), path) or as .safetensors "
-        "(a Mammo-CLIP checkpoint is read by mammoclip:PATH or mammoclip-classifier:PATH)"
+        f"weights file {path.name!r} is not a readable checkpoint ({type(err).__name__}: it "
+        f"is damaged, truncated or not torch.save's output). {_SAVE_HINT}"
     )
 
 
