@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -12,7 +13,9 @@ import torch.nn.functional as F
 from mammodissect.cache import cached_array
 from mammodissect.errors import MammodissectError
 
-__all__ = ["PLACEHOLDER", "check_prompts", "concept_strings", "encode_concepts"]
+__all__ = ["PLACEHOLDER", "check_prompts", "concept_strings", "encode_concepts", "warn_cut_short"]
+
+log = logging.getLogger(__name__)
 
 #: Where the concept goes in a prompt template: ``"a mammogram showing {}"``.
 PLACEHOLDER = "{}"
@@ -94,6 +97,7 @@ def encode_concepts(
     strings = concept_strings(concepts, prompts, lowercase)
     if not strings:
         raise MammodissectError("no concept to encode; give at least one concept")
+    warn_cut_short(dissector, [text for row in strings for text in row])
     identity = getattr(dissector, "identity", None)
     if cache_root is None or not identity:
         return _encode(dissector, strings), strings
@@ -106,6 +110,35 @@ def encode_concepts(
     }
     embedded = cached_array(cache_root, "texts", parts, lambda: _encode(dissector, strings))
     return torch.from_numpy(embedded), strings
+
+
+def warn_cut_short(dissector: Any, texts: Sequence[str], shown: int = 3) -> list[str]:
+    """Warn once, naming them and the limit, about strings longer than the dissector's text
+    context (``text_limit`` tokens: the tower embeds only their beginning). Dissectors that
+    cannot count tokens (no ``count_tokens``) are not checked. Returns the strings cut."""
+    limit = getattr(dissector, "text_limit", None)
+    count = getattr(dissector, "count_tokens", None)
+    if not limit or not callable(count):
+        return []
+    unique = list(dict.fromkeys(texts))
+    lengths = count(unique)
+    long = [(text, n) for text, n in zip(unique, lengths, strict=False) if n > limit]
+    if long:
+        named = "; ".join(
+            f"{text[:60] + '...' if len(text) > 60 else text!r} ({n} tokens)"
+            for text, n in long[:shown]
+        )
+        more = f" and {len(long) - shown} more" if len(long) > shown else ""
+        log.warning(
+            "%d concept string(s) are longer than the dissector's text context of %d tokens "
+            "and are embedded from their first %d tokens only: %s%s",
+            len(long),
+            limit,
+            limit,
+            named,
+            more,
+        )
+    return [text for text, _ in long]
 
 
 def _encode(dissector: Any, strings: list[list[str]]) -> torch.Tensor:

@@ -49,7 +49,9 @@ class Dissector(Protocol):
     (B, D) L2-normalised embeddings; ``encode_texts`` returns (M, D)
     L2-normalised embeddings. Optional attributes the recorder uses when
     present: ``image_module`` (the image tower, so a target that *is* that tower
-    shares one forward pass), ``spec``, ``identity``, ``info`` and ``to(device)``.
+    shares one forward pass), ``spec``, ``identity``, ``info`` and ``to(device)``;
+    ``text_limit`` and ``count_tokens(texts)`` let a run warn about concepts the
+    text tower cuts short.
     """
 
     preprocess: Preprocess
@@ -72,6 +74,9 @@ class TorchDissector:
     """
 
     text_batch = 64
+    #: Tokens the text tower reads (special tokens included); longer strings are cut to it.
+    #: None when the dissector has no fixed limit or cannot count tokens.
+    text_limit: int | None = None
     model: nn.Module
     image_module: nn.Module
     preprocess: Preprocess
@@ -102,6 +107,11 @@ class TorchDissector:
             self._embed_texts(texts[start : start + self.text_batch]).float()
             for start in range(0, len(texts), self.text_batch)
         ])  # fmt: skip
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """How many tokens each string takes before any cut (special tokens included), to
+        compare with :attr:`text_limit`; empty when this dissector cannot count."""
+        return []
 
     def as_target(self) -> Target:
         """The image tower as a target sharing this model (one forward gives both)."""

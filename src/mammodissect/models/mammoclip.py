@@ -207,6 +207,7 @@ class WordPieceTokenizer:
         from tokenizers import BertWordPieceTokenizer
 
         self.vocab = vocab
+        self.max_length = max_length
         self._tok = BertWordPieceTokenizer(str(vocab), lowercase=True)
         found = (self._tok.token_to_id("[CLS]"), self._tok.token_to_id("[SEP]"))
         if found != (_CLS_ID, _SEP_ID):
@@ -216,6 +217,14 @@ class WordPieceTokenizer:
             )
         self._tok.enable_truncation(max_length)
         self._tok.enable_padding(pad_id=self._tok.token_to_id("[PAD]") or 0, pad_token="[PAD]")
+
+    def count(self, texts: Sequence[str]) -> list[int]:
+        """Tokens per string before the cut at ``max_length`` ([CLS] and [SEP] included)."""
+        self._tok.no_truncation()
+        try:
+            return [sum(e.attention_mask) for e in self._tok.encode_batch(list(texts))]
+        finally:
+            self._tok.enable_truncation(self.max_length)
 
     def __call__(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Token ids and attention mask, (M, T) each."""
@@ -360,6 +369,7 @@ class MammoClipDissector(TorchDissector):
         self.model = model
         self.image_module = model
         self.tokenizer = tokenizer
+        self.text_limit = tokenizer.max_length
         self.preprocess = preprocess
         self.spec = spec.public()
         self.identity = spec.identity()
@@ -371,6 +381,10 @@ class MammoClipDissector(TorchDissector):
     def _embed_texts(self, texts: list[str]) -> torch.Tensor:
         ids, mask = self.tokenizer(texts)
         return self.model.encode_text(ids.to(self.device), mask.to(self.device))
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens per string before the cut at :attr:`text_limit`."""
+        return self.tokenizer.count(texts)
 
 
 def _info(config: dict[str, Any], facts: dict[str, Any]) -> dict[str, Any]:

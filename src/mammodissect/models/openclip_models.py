@@ -9,6 +9,7 @@ then meaningless; useful for smoke tests and null baselines).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -47,6 +48,19 @@ class OpenClipDissector(TorchDissector):
     def _embed_texts(self, texts: list[str]) -> torch.Tensor:
         tokens = self.tokenizer(texts).to(self.device)
         return F.normalize(self.model.encode_text(tokens).float(), dim=-1)
+
+    @property
+    def text_limit(self) -> int | None:  # type: ignore[override]
+        """open_clip's context length (77 for CLIP's BPE tokenizer)."""
+        return getattr(self.tokenizer, "context_length", None)
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens per string with start and end tokens, for BPE tokenizers that can count
+        (``encode``); empty for others."""
+        encode = getattr(self.tokenizer, "encode", None)
+        if not callable(encode):
+            return []
+        return [len(encode(text)) + 2 for text in texts]
 
 
 def _build(spec: ModelSpec) -> OpenClipDissector:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,14 @@ class MiniLM(nn.Module):
         self.tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
         self.width = int(self.bert.config.hidden_size)
 
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        """Tokens per string without the cut at ``_TEXT_MAX_LENGTH`` ([CLS] and [SEP] included)."""
+        self.tokenizer.no_truncation()
+        try:
+            return [sum(e.attention_mask) for e in self.tokenizer.encode_batch(texts)]
+        finally:
+            self.tokenizer.enable_truncation(_TEXT_MAX_LENGTH)
+
     @torch.inference_mode()
     def forward(self, texts: list[str]) -> torch.Tensor:
         """(M, 384) unit-norm sentence embeddings."""
@@ -127,6 +136,8 @@ def default_preprocess() -> ImagePreprocess:
 class PhantomClipDissector(TorchDissector):
     """phantom-clip as a dissector (and, through :meth:`as_target`, the M target)."""
 
+    text_limit = _TEXT_MAX_LENGTH
+
     def __init__(self, model: PhantomClipModel, spec: str, identity: dict, info: dict):
         self.model = model.eval()
         self.image_module = model
@@ -145,6 +156,10 @@ class PhantomClipDissector(TorchDissector):
 
     def _embed_texts(self, texts: list[str]) -> torch.Tensor:
         return self.model.embed_text_features(self.text(texts))
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens per string before MiniLM's cut at :attr:`text_limit`."""
+        return self.text.count_tokens(list(texts))
 
 
 def save_phantom_clip(model: PhantomClipModel, path: Path, facts: dict[str, Any]) -> Path:
