@@ -154,14 +154,20 @@ class RunConfig:
         return Path(self.cache_dir).expanduser() if self.cache_dir else default_cache_dir()
 
     def public(self) -> dict[str, Any]:
-        """The configuration for run.json: specs and paths by name only, objects by type."""
+        """The configuration for run.json: no absolute path, objects by type. Model specs are
+        recorded so that later steps can load them again (:meth:`ModelSpec.portable`: bundled
+        names, package files, files near the run directory; other files by name), other
+        paths by name only; with ``anonymize_ids`` not even the probe's name."""
         from mammodissect.models.spec import parse_spec
 
+        run_dir = Path(self.out) if self.out else None
         out: dict[str, Any] = {}
         for key in self.field_names():
             value = getattr(self, key)
-            if key in ("target", "dissector") and isinstance(value, str) and ":" in value:
-                value = parse_spec(value).public()
+            if key == "probe" and self.anonymize_ids:
+                value = "<anonymized>"
+            elif key in ("target", "dissector") and isinstance(value, str) and ":" in value:
+                value = parse_spec(value).portable(run_dir)
             elif key in ("probe", "concepts", "out", "cache_dir") and isinstance(value, str | Path):
                 value = Path(value).name
             elif not isinstance(value, str | int | float | bool | list | dict | type(None)):

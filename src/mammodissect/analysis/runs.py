@@ -23,6 +23,17 @@ import pandas as pd
 from mammodissect.concepts.core import ConceptSet, split_labels
 from mammodissect.config import RunConfig
 from mammodissect.errors import MammodissectError
+from mammodissect.models.spec import content_digest, parse_spec, resolve_run_refs
+from mammodissect.rundir import (
+    CONCEPTS_FILE,
+    EVALUATION_FILE,
+    EVALUATION_JSON,
+    EVALUATION_LAYERS_FILE,
+    HEAD_CHECK_FILE,
+    IMAGES_FILE,
+    PLANTED_FILE,
+    SIMILARITIES_FILE,
+)
 
 __all__ = [
     "CONCEPTS_FILE",
@@ -37,6 +48,7 @@ __all__ = [
     "SIMILARITIES_FILE",
     "UNKNOWN",
     "RunDir",
+    "check_same_files",
     "concept_table",
     "kind_of",
     "label_pairs",
@@ -49,9 +61,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: The concept set a run used, written next to neurons.csv (``concept, category,
-#: broad_category, control``).
-CONCEPTS_FILE = "concepts.csv"
 #: What a unit's best concept is: a mammography concept, a control, or unknown (no flag).
 MAMMOGRAPHY, CONTROL, UNKNOWN = "mammography", "control", "unknown"
 _TEXT_COLUMNS = ("layer", "concept", "category", "broad_category", "control")
@@ -97,13 +106,16 @@ class RunDir:
         """The run's configuration from run.json, with ``overrides`` (non-None) replacing
         fields; the concept set is the run's ``concepts.csv``.
 
-        run.json keeps specs and paths by name only, so models whose weights are files, and
-        the probe, may need to be named again (``target=``, ``dissector=``, ``probe=``).
+        run.json records bundled models by name, files of installed packages and files near
+        the run directory by reference, and the user's other files (and the probe) by name
+        only: those must be named again (``target=``, ``dissector=``, ``probe=``), and a
+        model given again must read the very files the run read (same content).
 
         Raises
         ------
         MammodissectError
-            When run.json holds no configuration.
+            When run.json holds no configuration, a model's file must be named again, or a
+            model given again reads other files than the run's.
         """
         stored = dict(self.info.get("config", {}))
         if not stored:
@@ -112,9 +124,54 @@ class RunDir:
             )
         stored.pop("out", None)
         stored["concepts"] = str(self.path / CONCEPTS_FILE)
+        for role in ("target", "dissector"):
+            recorded = self.info.get(role, {}).get("files", {})
+            if overrides.get(role) is not None:
+                check_same_files(overrides[role], recorded, role, self.name)
+            elif isinstance(stored.get(role), str) and ":" in stored[role]:
+                stored[role] = self._reloadable(role, stored[role], recorded)
         values = {k: v for k, v in stored.items() if k in RunConfig.field_names()}
         values.update({k: v for k, v in overrides.items() if v is not None})
         return RunConfig.from_mapping(values, source=f"{self.name}/run.json")
+
+    def _reloadable(self, role: str, spec: str, recorded: dict[str, Any]) -> str:
+        """The stored spec with its references resolved, or an error saying to name it again."""
+        text = resolve_run_refs(spec, self.path)
+        for key, path in parse_spec(text).files().items():
+            if not path.exists():
+                name = recorded.get(key, {}).get("name", path.name)
+                raise MammodissectError(
+                    f"run {self.name!r} used the {role} file {name!r}, which run.json names "
+                    f"without its folder (it keeps no absolute paths) and which is not found; "
+                    f"give the {role} again with its path: --{role} '{spec}' with {name!r} "
+                    "replaced by the file's path (its content is checked against the run's)"
+                )
+        return text
+
+
+def check_same_files(given: Any, recorded: dict[str, Any], role: str, run_name: str) -> None:
+    """Check that a model spec given again reads the files a run read: each file run.json
+    fingerprinted (``sha256``) must have that content.
+
+    Raises
+    ------
+    MammodissectError
+        Naming the file that differs.
+    """
+    if not isinstance(given, str) or ":" not in given:
+        return
+    files = parse_spec(given).files()
+    for key, facts in recorded.items():
+        digest = facts.get("sha256")
+        path = files.get(key)
+        if digest is None or path is None or not path.is_file():
+            continue
+        if content_digest(path) != digest:
+            raise MammodissectError(
+                f"the {key} file {path.name!r} given with --{role} is not the file run "
+                f"{run_name!r} used ({facts.get('name')!r}, SHA-256 {digest[:12]}...); give "
+                "the run's file"
+            )
 
 
 def _parse_control(value: Any) -> bool | None:
@@ -237,19 +294,6 @@ def load_run(path: str | Path) -> RunDir:
     best["kind"] = [kind_of(c) for c in best["control"]]
     layers, units = _layer_order(info, neurons)
     return RunDir(path=path, info=info, best=best, layers=layers, units=units)
-
-
-#: A run directory's per-image table (``mammodissect run``): reading facts, labels, geometry.
-IMAGES_FILE = "images.csv"
-#: Written by ``mammodissect evaluate`` into a run directory: per unit, per layer (with the
-#: null distribution's percentiles), the settings and overall figures, the classifier-head
-#: check and the planted units.
-EVALUATION_FILE = "evaluation.csv"
-EVALUATION_LAYERS_FILE = "evaluation_layers.csv"
-EVALUATION_JSON = "evaluation.json"
-HEAD_CHECK_FILE = "head_check.csv"
-PLANTED_FILE = "planted.csv"
-SIMILARITIES_FILE = "similarities.csv"
 
 
 def read_null(run: RunDir) -> dict[str, float] | None:
