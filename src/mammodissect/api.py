@@ -21,27 +21,39 @@ import torch
 from mammodissect import concepts as concept_sets
 from mammodissect import distributed
 from mammodissect.analysis import compare, write_summary
-from mammodissect.analysis.runs import CONCEPTS_FILE, IMAGES_FILE
 from mammodissect.config import RunConfig
 from mammodissect.describe import (
-    anonymize_id,
     box_table,
     image_table,
     label_units,
-    skip_reason,
     top_image_table,
 )
 from mammodissect.errors import MammodissectError
 from mammodissect.layers import resolve_layers
+from mammodissect.logs import kept_warnings
 from mammodissect.models import (
     Dissector,
     Target,
     describe_preprocess,
 )
 from mammodissect.models.configured import load_models, resolve_device
+from mammodissect.models.spec import parse_spec, spec_files
 from mammodissect.precision import check_precision
+from mammodissect.privacy import Redactor, anonymize_id
 from mammodissect.probe import Probe, load_probe
 from mammodissect.record import Recording, probe_digest, record
+from mammodissect.rundir import (
+    BOXES_FILE,
+    CONCEPTS_FILE,
+    IMAGES_FILE,
+    NEURONS_FILE,
+    RUN_JSON,
+    SUMMARY_CATEGORIES_FILE,
+    SUMMARY_FILE,
+    TOP_IMAGES_FILE,
+    check_writable,
+    replace_outputs,
+)
 from mammodissect.similarity import get_similarity
 
 __all__ = ["Dissection", "compare", "dissect", "resolve_device", "run", "write_summary"]
@@ -169,17 +181,34 @@ def _versions() -> dict[str, str]:
 
 
 def run(config: RunConfig) -> Dissection:
-    """Run the pipeline for a :class:`~mammodissect.config.RunConfig` (what the CLI calls)."""
+    """Run the pipeline for a :class:`~mammodissect.config.RunConfig` (what the CLI calls).
+
+    Every warning logged on the way is also kept in run.json (``warnings``).
+    """
+    with kept_warnings() as warned:
+        return _run(config, warned)
+
+
+def _run(config: RunConfig, warned: list[str]) -> Dissection:
     timings: dict[str, float] = {}
     similarity = get_similarity(config.similarity)
     params = _similarity_params(similarity, config)
     device = resolve_device(config.device)
     check_precision(config.precision, device)
+    if config.out:  # before any forward pass: a read-only --out must not cost a recording
+        check_writable(config.out)
     # under torchrun: join the process group; each rank records its shard (cuda:LOCAL_RANK)
     ranks, device, started = distributed.init(device)
     with _timed(timings, "load_inputs"):
         concepts = concept_sets.load(config.concepts, duplicates=config.duplicates)
         probe = config.probe if isinstance(config.probe, Probe) else load_probe(config.probe)
+    redact = Redactor.for_probe(probe, config.probe, anonymize=config.anonymize_ids)
+    if config.strict and probe.missing:
+        first = probe.missing[0]
+        raise MammodissectError(
+            f"{first.where}: listed image {first.relpath!r}: {first.reason} (--strict stops at "
+            f"a missing file; {len(probe.missing)} in all; without --strict they are skipped)"
+        )
     with _timed(timings, "load_models"), torch.random.fork_rng(devices=[]):
         # seeded: a randomly initialised network is the same in every run and on every rank
         torch.manual_seed(config.seed)
@@ -232,7 +261,7 @@ def run(config: RunConfig) -> Dissection:
         )
         params["top_k"] = len(recording.rows)
     image_ids = [
-        anonymize_id(it.image_id) if config.anonymize_ids else it.image_id for it in probe.items
+        anonymize_id(it.image_id) if redact.anonymize else it.image_id for it in probe.items
     ]
     neurons, tops = [], []
     with _timed(timings, "score"):
@@ -247,19 +276,18 @@ def run(config: RunConfig) -> Dissection:
         neurons=pd.concat(neurons, ignore_index=True),
         top_images=pd.concat(tops, ignore_index=True),
         run={},
-        images=image_table(probe, facts, recording.skipped, anonymize=config.anonymize_ids),
-        boxes=box_table(probe, facts, anonymize=config.anonymize_ids),
+        images=image_table(probe, facts, recording.skipped, redact=redact),
+        boxes=box_table(probe, facts, redact=redact),
     )
     result.run = _run_info(
-        config, target, dissector, probe, concepts, recording, params, device, timings
+        config, target, dissector, probe, concepts, recording, params, device, timings, redact
     )
     # the exact strings the dissector embedded, per concept (templates filled, lower-cased)
     result.run["concept_strings"] = dict(zip(concepts.concepts, sent, strict=True))
+    result.run["warnings"] = [redact(message) for message in warned]
     if config.out:
         with _timed(timings, "write"):
-            result.out = write_run(result, Path(config.out))
-            concept_sets.write(concepts, result.out / CONCEPTS_FILE)  # for compare's coverage
-            write_summary(result.out)
+            result.out = write_run(result, Path(config.out), concepts)
     return result
 
 
@@ -279,7 +307,16 @@ def _run_info(
     params: dict[str, Any],
     device: torch.device,
     timings: dict[str, float],
+    redact: Redactor,
 ) -> dict[str, Any]:
+    skipped = [
+        _skipped(probe.items[row].image_id, probe.items[row].relpath, reason, redact)
+        for row, reason in sorted(recording.skipped.items())
+    ]
+    skipped += [
+        _skipped(row.image_id, row.relpath, f"{row.where}: {row.reason}", redact)
+        for row in probe.missing
+    ]
     return {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "config": config.public(),
@@ -290,11 +327,13 @@ def _run_info(
             "spec": target.spec,
             "info": target.info,
             "preprocess": describe_preprocess(target.preprocess),
+            "files": _files(config.target, config.out),
         },
         "dissector": {
             "spec": getattr(dissector, "spec", type(dissector).__name__),
             "info": getattr(dissector, "info", {}),
             "preprocess": describe_preprocess(dissector.preprocess),
+            "files": _files(config.dissector, config.out),
         },
         "similarity": {"name": config.similarity, "params": params},
         "fingerprints": {
@@ -308,36 +347,70 @@ def _run_info(
         "counts": {
             "images": len(probe),
             "images_used": len(recording.rows),
-            "images_skipped": len(recording.skipped),
+            "images_skipped": len(skipped),
+            "rows_dropped": len(probe.dropped),
             "concepts": len(concepts),
             "layers": len(recording.layers),
             "units": sum(recording.units.values()),
         },
-        "skipped": [
-            _skipped(probe.items[row], reason, config.anonymize_ids)
-            for row, reason in sorted(recording.skipped.items())
+        "skipped": skipped,
+        "dropped_rows": [
+            _skipped(row.image_id, row.relpath, f"{row.where}: {row.reason}", redact)
+            for row in probe.dropped
         ],
         "recording": recording.stats,
         "timings_s": timings,
     }
 
 
-def _skipped(item: Any, reason: str, anonymize: bool) -> dict[str, str]:
-    if not anonymize:
-        return {"image": item.relpath, "reason": reason}
-    return {"image": anonymize_id(item.image_id), "reason": skip_reason(item, reason, True)}
+def _files(spec: Any, out: str | None) -> dict[str, dict[str, Any]]:
+    """A model spec's files as run.json records them (see :func:`spec_files`)."""
+    if not isinstance(spec, str) or ":" not in spec:
+        return {}
+    return spec_files(parse_spec(spec), Path(out) if out else None)
 
 
-def write_run(result: Dissection, out: Path) -> Path:
-    """Write ``neurons.csv``, ``top_images.csv`` and ``run.json`` into ``out``."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise MammodissectError(f"cannot create output folder {out.name!r}: {err}") from err
-    result.neurons.to_csv(out / "neurons.csv", index=False)
-    result.top_images.to_csv(out / "top_images.csv", index=False)
-    result.images.to_csv(out / IMAGES_FILE, index=False)
+def _skipped(image_id: str, relpath: str, reason: str, redact: Redactor) -> dict[str, str]:
+    """A left-out image for run.json: its relative path (a pseudonym when anonymising) and why."""
+    image = anonymize_id(image_id) if redact.anonymize else relpath
+    return {"image": image, "reason": redact(reason)}
+
+
+def write_run(
+    result: Dissection, out: Path, concepts: concept_sets.ConceptSet | None = None
+) -> Path:
+    """Write the run directory: ``neurons.csv``, ``top_images.csv``, ``images.csv``,
+    ``boxes.csv`` (probes with boxes), ``concepts.csv`` (given ``concepts``), ``run.json`` and
+    ``summary.csv``.
+
+    The files of an earlier run in ``out`` never survive beside the new ones: run.json goes
+    first (a folder left half-written by a crash is no run), and every run output the new
+    run does not write (a stale ``boxes.csv``, an earlier evaluation or report) is removed.
+    """
+    out = check_writable(out)
+    (out / RUN_JSON).unlink(missing_ok=True)
+    tables = {
+        NEURONS_FILE: result.neurons,
+        TOP_IMAGES_FILE: result.top_images,
+        IMAGES_FILE: result.images,
+    }
     if result.boxes is not None:
-        result.boxes.to_csv(out / "boxes.csv", index=False)
-    (out / "run.json").write_text(json.dumps(result.run, indent=2, default=str) + "\n")
+        tables[BOXES_FILE] = result.boxes
+    written = [*tables, RUN_JSON, SUMMARY_FILE, SUMMARY_CATEGORIES_FILE]
+    try:
+        for name, table in tables.items():
+            table.to_csv(out / name, index=False)
+        if concepts is not None:
+            concept_sets.write(concepts, out / CONCEPTS_FILE)  # for compare's coverage
+            written.append(CONCEPTS_FILE)
+        (out / RUN_JSON).write_text(json.dumps(result.run, indent=2, default=str) + "\n")
+    except OSError as err:
+        raise MammodissectError(
+            f"cannot write the run into {str(out)!r} ({err.strerror or err}); "
+            "check the free space and permissions of --out"
+        ) from None
+    write_summary(out)
+    removed = replace_outputs(out, written)
+    if removed:
+        log.info("removed outputs of an earlier run in %s: %s", out.name, ", ".join(removed))
     return out

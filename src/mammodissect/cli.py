@@ -6,6 +6,8 @@ import argparse
 import dataclasses
 import logging
 import sys
+import textwrap
+import traceback
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,26 +35,34 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "run",
         help="dissect layers of a target network",
-        description="Record the target's units and the dissector's embeddings over the probe, "
-        "score every unit against every concept, and write neurons.csv, top_images.csv and "
-        "run.json. Every flag is also a key of --config (dashes as underscores).",
+        description=textwrap.fill(
+            "Record the target's units and the dissector's embeddings over the probe, "
+            "score every unit against every concept, and write neurons.csv, top_images.csv and "
+            "run.json. Every flag is also a key of --config (dashes as underscores). Required: "
+            "--target, --dissector, --probe, --concepts, --layers (as flags or keys of --config).",
+            78,
+        ),
+        epilog="example:\n  mammodissect run --target phantom-clip --dissector phantom-clip \\\n"
+        "      --probe runs/demo/probe/manifest.csv --concepts birads+controls \\\n"
+        "      --layers 'image_encoder.blocks.6.*' --out runs/M",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", help="YAML file with any of the keys below; flags override it")
     p.add_argument(
         "--target",
-        help="target model spec, e.g. timm:resnet18?weights=PATH "
+        help="(required) target model spec, e.g. timm:resnet18?weights=PATH "
         "(or 'dissector' for the dissector's own image encoder)",
     )
-    p.add_argument("--dissector", help="dissector spec, e.g. openclip:RN50?weights=PATH")
+    p.add_argument("--dissector", help="(required) dissector spec, e.g. openclip:RN50?weights=PATH")
     p.add_argument(
         "--probe",
-        help="folder of images, CSV manifest with a path column, or a dataset layout with "
-        "selection options, e.g. 'vindr:/data/vindr-mammo?split=test&sample=500'",
+        help="(required) folder of images, CSV manifest with a path column, or a dataset layout "
+        "with selection options, e.g. 'vindr:/data/vindr-mammo?split=test&sample=500'",
     )
     p.add_argument(
         "--concepts",
-        help="concept file (.txt one per line, .csv, .tsv, .yaml, .json, .xlsx) or a bundled "
-        "set: birads, controls, birads+controls (see `mammodissect concepts list`)",
+        help="(required) concept file (.txt one per line, .csv, .tsv, .yaml, .json, .xlsx) or "
+        "a bundled set: birads, controls, birads+controls (see `mammodissect concepts list`)",
     )
     p.add_argument(
         "--prompt",
@@ -80,10 +90,12 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--layers",
-        help="comma-separated module names or glob patterns, "
-        "e.g. 'layer3,layer4' or 'image_encoder._blocks.*'",
+        help="(required) comma-separated module names or glob patterns, "
+        "e.g. 'layer3,layer4' or 'image_encoder._blocks.*' (see `mammodissect layers`)",
     )
-    p.add_argument("--out", help="run directory to write")
+    p.add_argument(
+        "--out", help="run directory to write (an earlier run's outputs in it are replaced)"
+    )
     p.add_argument(
         "--pooling",
         choices=["mean", "max", "cls"],
@@ -153,13 +165,14 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         "--strict",
         action="store_true",
         default=None,
-        help="stop at the first unreadable image instead of skipping it",
+        help="stop at the first unreadable or missing image instead of skipping it",
     )
     p.add_argument(
         "--anonymize-ids",
         action="store_true",
         default=None,
-        help="replace image ids in every output by stable pseudonyms; no paths in outputs",
+        help="replace image ids in every output by stable pseudonyms; no part of the probe's "
+        "path, folder or file names in any output",
     )
     p.add_argument(
         "--no-image-cache",
@@ -168,7 +181,12 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="do not keep prepared (decoded, cropped, resized) images in the cache",
     )
-    p.add_argument("--quiet", action="store_true", default=None, help="no progress bars")
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        default=None,
+        help="no progress bars or info lines (warnings still print, and run.json keeps them)",
+    )
 
 
 def _add_layers(sub: argparse._SubParsersAction) -> None:
@@ -332,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Which clinical concepts have the units of a mammography model learned?",
     )
     parser.add_argument("--version", action="version", version=f"mammodissect {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    parser.add_argument("-v", "--verbose", action="store_true", help=_VERBOSE)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_run(sub)
     _add_layers(sub)
@@ -344,7 +362,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_analysis(sub)
     _add_evaluate(sub)
     _add_report(sub)
+    _verbose_everywhere(sub)
     return parser
+
+
+_VERBOSE = "log progress details; show the traceback of an error raised inside user code"
+
+
+def _verbose_everywhere(sub: argparse._SubParsersAction) -> None:
+    """``-v`` works after the sub-command too (``mammodissect run -v ...``), at every level."""
+    for parser in dict.fromkeys(sub.choices.values()):
+        parser.add_argument(
+            "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=_VERBOSE
+        )
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _verbose_everywhere(action)
 
 
 def _run_config(args: argparse.Namespace) -> RunConfig:
@@ -875,14 +908,18 @@ def _cmd_concepts(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit code (0 success, 2 bad input, 130 interrupted)."""
+    """Entry point; returns the exit code (0 success, 2 bad input, 130 interrupted).
+
+    Warnings always print; ``--quiet`` removes progress bars and info lines (``-v`` adds the
+    info lines, and the traceback of an error raised inside user code).
+    """
     args = build_parser().parse_args(argv)
+    verbose = args.verbose and not getattr(args, "quiet", None)
     logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
+        level=logging.INFO if verbose else logging.WARNING,
         format="mammodissect: %(levelname)s: %(message)s",
     )
-    if getattr(args, "quiet", None):
-        logging.getLogger().setLevel(logging.ERROR)
+    logging.getLogger().setLevel(logging.INFO if verbose else logging.WARNING)
     try:
         commands = {
             "run": _cmd_run,
@@ -899,6 +936,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         return commands[args.command](args)
     except MammodissectError as err:
+        if args.verbose and err.__cause__ is not None:
+            traceback.print_exception(err.__cause__, file=sys.stderr)
         print(f"mammodissect: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,6 +11,7 @@ import torch
 
 from mammodissect.concepts import ConceptSet
 from mammodissect.models.preprocess import Geometry
+from mammodissect.privacy import Redactor, anonymize_id, anonymize_labels
 from mammodissect.probe import Probe
 
 __all__ = [
@@ -21,7 +21,6 @@ __all__ = [
     "box_table",
     "image_table",
     "label_units",
-    "skip_reason",
     "top_image_table",
 ]
 
@@ -78,42 +77,37 @@ def top_image_table(
     ).sort_values(["unit", "rank"], kind="stable", ignore_index=True)
 
 
-def anonymize_id(image_id: str) -> str:
-    """A stable pseudonym for an image id (the same id gives the same pseudonym in every run)."""
-    return "img-" + hashlib.sha256(f"mammodissect:{image_id}".encode()).hexdigest()[:16]
-
-
-def skip_reason(item: Any, reason: str, anonymize: bool) -> str:
-    """Why an image was skipped, with its path replaced by ``<image>`` when anonymising."""
-    return reason.replace(item.relpath, "<image>") if anonymize else reason
-
-
 def image_table(
     probe: Probe,
     facts: dict[int, dict[str, Any]],
     skipped: dict[int, str],
     *,
-    anonymize: bool = False,
+    redact: Redactor | None = None,
 ) -> pd.DataFrame:
     """One row per probe image: id, whether it was used (or why not), view and laterality
     (the manifest's, else the file's tags), reading facts, labels and the target's geometry.
 
     Holds no DICOM tag other than view and laterality, and paths only relative to the probe
-    root (none when ``anonymize``).
+    root. With an anonymising ``redact`` (see :class:`~mammodissect.privacy.Redactor`): no
+    relative path, pseudonyms for the ids, and labels as
+    :func:`~mammodissect.privacy.anonymize_labels` leaves them.
     """
+    redact = redact or Redactor(probe.root)
+    anonymize = redact.anonymize
     labels = probe.labels
+    if labels is not None and anonymize:
+        labels = anonymize_labels(labels, redact)
     rows = []
     for row, item in enumerate(probe.items):
         info = facts.get(row, {})
-        reason = skipped.get(row, "")
         entry: dict[str, Any] = {
             "image_id": anonymize_id(item.image_id) if anonymize else item.image_id,
             "used": row not in skipped,
-            "skip_reason": skip_reason(item, reason, anonymize),
+            "skip_reason": redact(skipped.get(row, "")),
         }
         if not anonymize:
             entry["relpath"] = item.relpath
-        label = labels.loc[item.image_id] if labels is not None else None
+        label = labels.iloc[row] if labels is not None else None
         for key in ("view", "laterality"):
             given = label.get(key) if label is not None else None
             entry[key] = given if isinstance(given, str) and given else info.get(key)
@@ -122,17 +116,15 @@ def image_table(
             entry.update({k: v for k, v in label.items() if k not in entry})
         entry.update(info.get("geometry") or {})
         rows.append(entry)
-    table = pd.DataFrame(rows)
-    if anonymize and "patient_id" in table:
-        table["patient_id"] = [anonymize_id(str(v)) for v in table["patient_id"]]
-    return table
+    return pd.DataFrame(rows)
 
 
 def box_table(
-    probe: Probe, facts: dict[int, dict[str, Any]], *, anonymize: bool = False
+    probe: Probe, facts: dict[int, dict[str, Any]], *, redact: Redactor | None = None
 ) -> pd.DataFrame | None:
     """The probe's finding boxes in the target's input pixels (NaN where the recipe's
-    geometry is unknown); None when the probe has no boxes."""
+    geometry is unknown); None when the probe has no boxes. Anonymised as
+    :func:`image_table` is."""
     if probe.boxes is None:
         return None
     rows_of = {item.image_id: row for row, item in enumerate(probe.items)}
@@ -146,7 +138,7 @@ def box_table(
             mapped[["xmin", "ymin", "xmax", "ymax"]] = np.nan
         parts.append(mapped)
     table = pd.concat(parts, ignore_index=True) if parts else probe.boxes.iloc[:0].copy()
-    if anonymize:
+    if redact is not None and redact.anonymize:
         table["image_id"] = [anonymize_id(v) for v in table["image_id"]]
-        table = table.drop(columns=[c for c in ("mask_path",) if c in table])
+        table = anonymize_labels(table.set_index("image_id"), redact).reset_index()
     return table

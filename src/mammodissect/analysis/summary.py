@@ -54,6 +54,7 @@ from mammodissect.analysis.runs import (
     top_counts,
 )
 from mammodissect.errors import MammodissectError
+from mammodissect.rundir import SUMMARY_CATEGORIES_FILE, SUMMARY_FILE
 
 __all__ = [
     "CATEGORY_COLUMNS",
@@ -67,8 +68,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SUMMARY_FILE = "summary.csv"
-SUMMARY_CATEGORIES_FILE = "summary_categories.csv"
 SUMMARY_COLUMNS = [
     "layer",
     "position",

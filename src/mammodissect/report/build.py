@@ -43,13 +43,12 @@ from mammodissect.report.data import (
     unit_rows,
 )
 from mammodissect.report.evaluation import evaluation_section
+from mammodissect.rundir import REPORT_FILE
 
 __all__ = ["REPORT_FILE", "compare_report", "report", "run_report"]
 
 log = logging.getLogger(__name__)
 
-#: The report's file name inside a run or compare directory.
-REPORT_FILE = "report.html"
 #: Top images drawn per card.
 CARD_IMAGES = 5
 #: Concepts listed per card.
