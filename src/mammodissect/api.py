@@ -15,12 +15,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
 from mammodissect import concepts as concept_sets
 from mammodissect import distributed
 from mammodissect.analysis import compare, write_summary
+from mammodissect.concepts.encode import score_matrix, scored_concepts
 from mammodissect.config import RunConfig
 from mammodissect.describe import (
     box_table,
@@ -36,6 +38,7 @@ from mammodissect.models import (
     Target,
     describe_preprocess,
 )
+from mammodissect.models.base import bind_probe
 from mammodissect.models.configured import load_models, resolve_device
 from mammodissect.models.spec import parse_spec, spec_files
 from mammodissect.precision import check_precision
@@ -214,6 +217,12 @@ def _run(config: RunConfig, warned: list[str]) -> Dissection:
         torch.manual_seed(config.seed)
         target, dissector = load_models(config)
         layers = resolve_layers(target.module, config.layers)
+        bind_probe(dissector, probe)
+        if getattr(dissector, "binary", False) and config.prompts:
+            raise MammodissectError(
+                "prompt templates do not apply to the annotation dissector (it matches concept "
+                "strings to annotations); drop --prompt"
+            )
     with _timed(timings, "record"):
         try:
             recording = record(
@@ -244,13 +253,19 @@ def _run(config: RunConfig, warned: list[str]) -> Dissection:
         texts, sent = concept_sets.encode_concepts(
             dissector, concepts, config.prompts, config.lowercase, cache_root=config.cache_root()
         )
-        texts = texts.float().to(device)
-        images = torch.from_numpy(recording.embeddings()).to(device)
-        if images.shape[1] != texts.shape[1]:
+        cosines = score_matrix(
+            dissector, torch.from_numpy(recording.embeddings()).to(device), texts
+        )
+    scored = concepts
+    keep = scored_concepts(dissector, cosines, texts)
+    if not keep.all():  # the annotation dissector: only concepts the probe's annotations show
+        if not keep.any():
             raise MammodissectError(
-                f"dissector gives {images.shape[1]}-d image but {texts.shape[1]}-d text embeddings"
+                f"no concept of {concepts.name!r} is shown by the probe's annotations; map your "
+                "annotation values to concept strings with annotations?map=FILE.csv"
             )
-        cosines = images @ texts.T
+        scored = concepts.subset(np.flatnonzero(keep), name=f"{concepts.name} (annotated)")
+        cosines = cosines[:, torch.from_numpy(keep).to(cosines.device)]
     if params.get("top_k", 0) > len(recording.rows):
         log.warning(
             "%s: top_k=%d exceeds the %d probe images; using top_k=%d",
@@ -268,7 +283,7 @@ def _run(config: RunConfig, warned: list[str]) -> Dissection:
         for layer in _progress(layers, config.quiet):
             activations = torch.from_numpy(recording.activations(layer))
             scores = similarity(cosines, activations, device=device, **params)
-            neurons.append(label_units(scores, concepts, layer, config.top_concepts))
+            neurons.append(label_units(scores, scored, layer, config.top_concepts))
             values, rows = recording.top_images(layer, config.top_images)
             tops.append(top_image_table(layer, values, rows, image_ids))
     facts = recording.image_facts()
@@ -280,14 +295,23 @@ def _run(config: RunConfig, warned: list[str]) -> Dissection:
         boxes=box_table(probe, facts, redact=redact),
     )
     result.run = _run_info(
-        config, target, dissector, probe, concepts, recording, params, device, timings, redact
+        config, target, dissector, probe, scored, recording, params, device, timings, redact
     )
     # the exact strings the dissector embedded, per concept (templates filled, lower-cased)
     result.run["concept_strings"] = dict(zip(concepts.concepts, sent, strict=True))
+    if scored is not concepts:
+        covered = (texts.abs().sum(dim=1) > 0).cpu().numpy()
+        result.run["concepts_left_out"] = {
+            "given": concepts.describe(),
+            "no_annotation": [c for c, k in zip(concepts, covered, strict=True) if not k],
+            "not_shown": [
+                c for c, k, s in zip(concepts, covered, keep, strict=True) if k and not s
+            ],
+        }
     result.run["warnings"] = [redact(message) for message in warned]
     if config.out:
         with _timed(timings, "write"):
-            result.out = write_run(result, Path(config.out), concepts)
+            result.out = write_run(result, Path(config.out), scored)
     return result
 
 

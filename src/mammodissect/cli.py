@@ -53,7 +53,12 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         help="(required) target model spec, e.g. timm:resnet18?weights=PATH "
         "(or 'dissector' for the dissector's own image encoder)",
     )
-    p.add_argument("--dissector", help="(required) dissector spec, e.g. openclip:RN50?weights=PATH")
+    p.add_argument(
+        "--dissector",
+        help="(required) dissector spec, e.g. openclip:RN50?weights=PATH, or 'annotations' to "
+        "score from the probe's own annotations (annotations?map=MY_MAP.csv adds rows to the "
+        "bundled map of annotation values to concepts)",
+    )
     p.add_argument(
         "--probe",
         help="(required) folder of images, CSV manifest with a path column, or a dataset layout "
@@ -787,8 +792,8 @@ def _compare_similarities(args: argparse.Namespace, units: Any) -> None:
     top_ks = _numbers(args.top_k, "--top-k", int)
     table = compare_similarities(
         args.run_dir, similarities=names, top_ks=top_ks, evaluation=units,
-        dissector=args.dissector, cache_dir=args.cache_dir, null_seeds=args.null_seeds,
-        bootstrap=args.bootstrap, seed=args.seed,
+        dissector=args.dissector, probe=args.probe, cache_dir=args.cache_dir,
+        null_seeds=args.null_seeds, bootstrap=args.bootstrap, seed=args.seed,
     )  # fmt: skip
     for row in table.itertuples():
         top1 = "n/a" if math.isnan(row.top1_match) else f"{row.top1_match:.2f}"

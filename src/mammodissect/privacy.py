@@ -16,6 +16,8 @@ from typing import Any
 
 import pandas as pd
 
+from mammodissect.probe.dataset import is_path_column
+
 __all__ = ["NAME", "Redactor", "anonymize_id", "anonymize_labels"]
 
 #: What a redacted name becomes.
@@ -106,9 +108,7 @@ def anonymize_labels(labels: pd.DataFrame, redact: Redactor) -> pd.DataFrame:
     """A probe's label columns fit for an anonymised output: columns naming files or paths
     (``mask_path``, ``file_name``) dropped, id columns (``patient_id``, ``study_id``)
     pseudonymised, and names taken out of every other text cell."""
-    kept = labels.drop(
-        columns=[c for c in labels.columns if re.search(r"path|file", str(c), re.IGNORECASE)]
-    ).copy()
+    kept = labels.drop(columns=[c for c in labels.columns if is_path_column(c)]).copy()
     for column in kept.columns:
         values = kept[column]
         if re.fullmatch(r"(.*[_ ])?id", str(column).strip().lower()):

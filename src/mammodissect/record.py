@@ -600,7 +600,9 @@ def _run_pass(
 ) -> None:
     target_store, dissector_store = stores
     shared = stats["shared_forward"]
-    same_recipe = target.preprocess == dissector.preprocess
+    # a dissector that embeds probe rows (the annotation dissector) needs no pixels of its own
+    encode_rows = getattr(dissector, "encode_rows", None)
+    same_recipe = target.preprocess == dissector.preprocess or encode_rows is not None
     recipes = [target.preprocess] if same_recipe else [target.preprocess, dissector.preprocess]
     loader = probe_batches(
         probe, recipes, rows=range(start, stop), batch_size=batch_size,
@@ -676,7 +678,9 @@ def _run_pass(
                             target.module(x_t)
                         stats["target_forward_batches"] += 1
                     if need_d:
-                        embedding = dissector.encode_images(x_d)
+                        embedding = (
+                            encode_rows(good) if encode_rows else dissector.encode_images(x_d)
+                        )
                         stats["dissector_forward_batches"] += 1
                 if need_t:
                     _store_activations(target_store, tops, layers, captured, good, top_k)

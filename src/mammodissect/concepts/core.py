@@ -152,6 +152,18 @@ class ConceptSet:
             }
         )
 
+    def subset(self, indices: Iterable[int], name: str | None = None) -> ConceptSet:
+        """The concepts at ``indices`` (in that order) with their categories and flags."""
+        picked = [int(i) for i in indices]
+        return ConceptSet(
+            tuple(self.concepts[i] for i in picked),
+            tuple(self.category[i] for i in picked),
+            tuple(self.broad_category[i] for i in picked),
+            tuple(self.control[i] for i in picked),
+            name or self.name,
+            {**self.notes, "subset_of": len(self)},
+        )
+
     def fingerprint(self) -> str:
         """A short hash of the strings, in order."""
         return hashlib.sha256("\n".join(self.concepts).encode()).hexdigest()[:16]

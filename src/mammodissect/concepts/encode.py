@@ -7,13 +7,22 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from mammodissect.cache import cached_array
 from mammodissect.errors import MammodissectError
 
-__all__ = ["PLACEHOLDER", "check_prompts", "concept_strings", "encode_concepts", "warn_cut_short"]
+__all__ = [
+    "PLACEHOLDER",
+    "check_prompts",
+    "concept_strings",
+    "encode_concepts",
+    "score_matrix",
+    "scored_concepts",
+    "warn_cut_short",
+]
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +119,40 @@ def encode_concepts(
     }
     embedded = cached_array(cache_root, "texts", parts, lambda: _encode(dissector, strings))
     return torch.from_numpy(embedded), strings
+
+
+def score_matrix(
+    dissector: Any, images: np.ndarray | torch.Tensor, texts: torch.Tensor
+) -> torch.Tensor:
+    """S (images x concepts): the dissector's image embeddings against its concept embeddings,
+    on the images' device. Cosines for a vision-language dissector (both sides L2-normalised);
+    for one that marks itself ``binary`` (the annotation dissector) presence, the product of
+    0/1 term vectors clipped to 1.
+
+    Raises
+    ------
+    MammodissectError
+        When the two sides have different widths.
+    """
+    images = torch.as_tensor(images, dtype=torch.float32)
+    texts = texts.float().to(images.device)
+    if images.shape[1] != texts.shape[1]:
+        raise MammodissectError(
+            f"dissector gives {images.shape[1]}-d image but {texts.shape[1]}-d text embeddings"
+        )
+    scores = images @ texts.T
+    return scores.clamp_(max=1.0) if getattr(dissector, "binary", False) else scores
+
+
+def scored_concepts(dissector: Any, scores: torch.Tensor, texts: torch.Tensor) -> np.ndarray:
+    """Which concepts the run can score: all of them for a vision-language dissector; for a
+    ``binary`` one, those some annotation covers (a non-zero text vector) that at least one
+    of the images shows (a column of S with a 1)."""
+    if not getattr(dissector, "binary", False):
+        return np.ones(scores.shape[1], dtype=bool)
+    covered = (texts.abs().sum(dim=1) > 0).cpu().numpy()
+    shown = (scores.sum(dim=0) > 0).cpu().numpy()
+    return covered & shown
 
 
 def warn_cut_short(dissector: Any, texts: Sequence[str], shown: int = 3) -> list[str]:

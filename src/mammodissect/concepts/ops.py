@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from collections.abc import Iterable, Sequence
 
@@ -99,20 +100,15 @@ def filter_set(
             labels = concepts.labels(i)
             if not any(b in broads or c in cats for b, c in labels):
                 continue
-        keep.append(entry)
+        keep.append(i)
     if not keep:
         raise MammodissectError(
             f"the filter left no concept of {concepts.name!r}; loosen --broad/--category or "
             "drop --no-controls"
         )
-    return ConceptSet(
-        tuple(e.concept for e in keep),
-        tuple(e.category for e in keep),
-        tuple(e.broad_category for e in keep),
-        tuple(e.control for e in keep),
-        name or f"{concepts.name} (filtered)",
-        {**concepts.notes, "filtered_from": len(concepts)},
-    )
+    picked = concepts.subset(keep, name or f"{concepts.name} (filtered)")
+    notes = {k: v for k, v in picked.notes.items() if k != "subset_of"}
+    return dataclasses.replace(picked, notes={**notes, "filtered_from": len(concepts)})
 
 
 def summary(concepts: ConceptSet) -> pd.DataFrame:

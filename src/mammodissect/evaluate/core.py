@@ -31,6 +31,7 @@ from mammodissect import concepts as concept_sets
 from mammodissect.analysis import write_summary
 from mammodissect.analysis.runs import CONCEPTS_FILE
 from mammodissect.cache import PreparedImageCache
+from mammodissect.concepts.encode import score_matrix
 from mammodissect.config import default_cache_dir
 from mammodissect.errors import MammodissectError
 from mammodissect.evaluate import tables
@@ -49,6 +50,7 @@ from mammodissect.evaluate.null import NullBaseline, null_baseline, top1
 from mammodissect.evaluate.planted import Planted, planted_units
 from mammodissect.evaluate.source import RunSource, open_run
 from mammodissect.evaluate.stability import bootstrap_stability, noise_stability
+from mammodissect.models.base import bind_probe
 from mammodissect.models.configured import load_models, resolve_device
 from mammodissect.probe import Probe
 from mammodissect.record import matching_probe, record
@@ -191,11 +193,14 @@ def evaluate(
     run_device = resolve_device(device)
     timings["load"] = _lap(started)
 
+    notes: list[str] = []
+    loaded = _probe(probe, source, notes)
+    bind_probe(dissector_model, loaded)
     with torch.inference_mode():
         texts, _ = concept_sets.encode_concepts(
             dissector_model, concepts, config.prompts, config.lowercase, cache_root=root
         )
-        cosines = torch.from_numpy(source.embeddings()) @ texts.float().cpu().T
+        cosines = score_matrix(dissector_model, source.embeddings(), texts.cpu())
     info_sim = source.run.info.get("similarity", {})
     sim_name = info_sim.get("name", config.similarity)
     similarity = get_similarity(sim_name)
@@ -224,8 +229,6 @@ def evaluate(
     }  # fmt: skip
 
     frame = concepts.to_frame().drop_duplicates("concept")
-    notes: list[str] = []
-    loaded = _probe(probe, source, notes)
     masks = mask_source(loaded, concepts.concepts) if loaded is not None else None
     grounding: Grounding | None = None
     planted: Planted | None = None

@@ -10,8 +10,11 @@ Two sources, tried in order:
   foreground is what lies above the midpoint of the mask's value range, scaled to the image by
   nearest neighbour when stored at another size), else the filled box.
 
-Mask keys and finding names are matched to the run's concepts by exact string, case-insensitive;
-names that match no concept are left out (counted in :attr:`MaskSource.unmatched`).
+Mask keys and finding names are matched to the run's concepts by exact string, case-insensitive
+(``_`` read as a space); names that match no concept are left out (counted in
+:attr:`MaskSource.unmatched`). A box's descriptor columns (CBIS-DDSM's ``mass_shape``,
+``mass_margins``, ``calc_type``, ``calc_distribution``) ground its region under the concepts
+the bundled annotation map gives them too (see :mod:`mammodissect.probe.annotations`).
 """
 
 from __future__ import annotations
@@ -19,12 +22,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from mammodissect.errors import MammodissectError
 from mammodissect.probe import Probe, read_image
+from mammodissect.probe.annotations import box_terms, normalize, read_map, read_masks
+from mammodissect.probe.dataset import BOX_COLUMNS
 
 __all__ = ["MaskSource", "box_mask", "mask_source"]
 
@@ -74,7 +80,9 @@ class MaskSource:
     def __init__(self, probe: Probe, concepts: Sequence[str], kind: str):
         self.probe = probe
         self.kind = kind
-        self.lookup = {c.lower(): c for c in reversed(list(concepts))}  # first spelling wins
+        # first spelling wins; keys as annotation terms hold them (normalize)
+        self.lookup = {normalize(c): c for c in reversed(list(concepts))}
+        self.mapping = read_map()
         self.unmatched: dict[str, int] = {}
         #: ROI mask files used in place of boxes (counted per read).
         self.roi_masks = 0
@@ -88,7 +96,7 @@ class MaskSource:
         return "ROI masks and boxes" if self.kind == "boxes" and self.roi_masks else self.kind
 
     def _concept(self, name: str) -> str | None:
-        found = self.lookup.get(str(name).strip().lower())
+        found = self.lookup.get(normalize(name))
         if found is None:
             self.unmatched[str(name)] = self.unmatched.get(str(name), 0) + 1
         return found
@@ -115,7 +123,7 @@ class MaskSource:
                     f"mask file {rel!r} of image {item.image_id!r} not found under the probe "
                     "root; rewrite the probe (`mammodissect phantom write`) or fix mask_path"
                 )
-            for name, mask in _read_npz(path).items():
+            for name, mask in read_masks(path).items():
                 concept = self._concept(name)
                 if concept is None or not mask.any():
                     continue
@@ -132,6 +140,7 @@ class MaskSource:
         per_concept: dict[str, list[np.ndarray]] = {}
         for record in group.to_dict("records"):
             names = [self._concept(n) for n in str(record["finding"]).split("|")]
+            names += self._described(record)
             if not any(names):
                 continue
             region = self._roi(record.get("mask_path"), shape)
@@ -145,6 +154,19 @@ class MaskSource:
             if mask.any():
                 out[concept] = mask
         return out
+
+    def _described(self, record: dict[str, Any]) -> list[str]:
+        """The run's concepts a box's finding and descriptor columns stand for through the
+        bundled annotation map (CBIS-DDSM's ``mass_shape`` IRREGULAR: "irregular mass")."""
+        found: list[str] = []
+        cells = [("findings", record["finding"])]  # named as the images' findings column is
+        cells += [(k, v) for k, v in record.items() if k not in BOX_COLUMNS and k != "mask_path"]
+        for column, cell in cells:
+            for term in box_terms(column, cell):
+                found += [
+                    self.lookup[c] for c in self.mapping.concepts_of(term) if c in self.lookup
+                ]
+        return list(dict.fromkeys(found))
 
     def _roi(self, rel: object, shape: tuple[int, int]) -> np.ndarray | None:
         """The ROI mask at ``rel`` (relative to the probe root) as a bool mask of ``shape``;
@@ -167,15 +189,6 @@ class MaskSource:
             mask = mask[ys][:, xs]
         self.roi_masks += 1
         return mask
-
-
-def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    """Concept -> bool mask from an ``.npz`` (the format ``phantom write`` uses)."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {name: data[name].astype(bool) for name in data.files}
-    except (OSError, ValueError) as err:
-        raise MammodissectError(f"mask file {path.name!r} is unreadable ({err})") from err
 
 
 def mask_source(probe: Probe, concepts: Sequence[str]) -> MaskSource | None:

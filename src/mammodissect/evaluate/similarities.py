@@ -34,6 +34,7 @@ import torch
 
 from mammodissect import concepts as concept_sets
 from mammodissect.analysis.runs import CONCEPTS_FILE, EVALUATION_FILE, SIMILARITIES_FILE
+from mammodissect.concepts.encode import score_matrix
 from mammodissect.config import default_cache_dir
 from mammodissect.errors import MammodissectError
 from mammodissect.evaluate.agreement import (
@@ -45,6 +46,8 @@ from mammodissect.evaluate.grounding import UNGROUNDED
 from mammodissect.evaluate.null import null_baseline
 from mammodissect.evaluate.source import RunSource, open_run
 from mammodissect.evaluate.tables import METRIC_COLUMNS
+from mammodissect.models.base import bind_probe
+from mammodissect.record import matching_probe
 from mammodissect.similarity import SIMILARITIES, get_similarity
 
 __all__ = [
@@ -128,6 +131,7 @@ def compare_similarities(
     top_ks: Sequence[int] = (20, 100),
     evaluation: pd.DataFrame | None = None,
     dissector: Any = None,
+    probe: Any = None,
     cache_dir: str | Path | None = None,
     null_seeds: int = 5,
     bootstrap: int = 1000,
@@ -150,6 +154,8 @@ def compare_similarities(
         grounded_concept``); default: ``evaluation.csv`` in ``run_dir``.
     dissector:
         The run's dissector (spec or loaded) when run.json's cannot be reloaded.
+    probe:
+        The run's probe: needed when the dissector scores the probe's own annotations.
     cache_dir:
         The cache folder the run used (default: the default cache folder).
     null_seeds:
@@ -190,11 +196,15 @@ def compare_similarities(
     model = config.dissector
     if isinstance(model, str):
         model = load_dissector(model)
+    if probe is not None or hasattr(model, "bind_probe"):
+        bind_probe(model, None if probe is None else matching_probe(
+            probe, source.run.name, source.run.fingerprint("probe")
+        ))  # fmt: skip
     with torch.inference_mode():
         texts, _ = concept_sets.encode_concepts(
             model, concepts, config.prompts, config.lowercase, cache_root=root
         )
-        cosines = torch.from_numpy(source.embeddings()) @ texts.float().cpu().T
+        cosines = score_matrix(model, source.embeddings(), texts.cpu())
     activations = {layer: torch.from_numpy(source.activations(layer)) for layer in source.layers}
     run_function = get_similarity(run_name)
     for layer, values in activations.items():  # the cached S and A must give the run's scores

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from mammodissect.concepts.encode import score_matrix
 from mammodissect.errors import MammodissectError
 from mammodissect.evaluate.null import top1
 from mammodissect.models.base import Dissector, Target
@@ -233,7 +234,7 @@ def noise_stability(
         if recording is None:
             raise MammodissectError("noise stability runs in one process, not under torchrun")
         at = _positions(recording, rows, probe, sigma)
-        cosines = torch.from_numpy(recording.embeddings()[at]) @ texts.float().cpu().T
+        cosines = score_matrix(dissector, recording.embeddings()[at], texts.cpu())
         result = NoiseStability(
             float(sigma),
             caches={

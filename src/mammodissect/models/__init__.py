@@ -5,6 +5,7 @@ Each model family is one module registering its loaders; adding a family
 """
 
 from mammodissect.models import (  # noqa: F401  (imports register the families)
+    annotation_models,
     classifier,
     efficientnet_models,
     mammoclip,

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from mammodissect.errors import MammodissectError
+
 __all__ = ["Dissector", "Preprocess", "Target", "TorchDissector", "describe_preprocess"]
 
 #: A callable from an (H, W) float image array to a (3, H', W') tensor.
@@ -122,6 +124,26 @@ class TorchDissector:
 
     def _embed_texts(self, texts: list[str]) -> torch.Tensor:
         raise NotImplementedError
+
+
+def bind_probe(dissector: Any, probe: Any) -> None:
+    """Give the probe to a dissector that scores probe rows rather than pixels (one with
+    ``bind_probe``, such as the annotation dissector); others need nothing.
+
+    Raises
+    ------
+    MammodissectError
+        When such a dissector gets no probe.
+    """
+    bind = getattr(dissector, "bind_probe", None)
+    if bind is None:
+        return
+    if probe is None:
+        raise MammodissectError(
+            f"dissector {getattr(dissector, 'spec', '')!r} scores the probe's own annotations; "
+            "give the run's probe (--probe)"
+        )
+    bind(probe)
 
 
 def describe_preprocess(preprocess: Preprocess) -> dict[str, Any]:

@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 #: Options whose values are file paths: resolved, fingerprinted, and shown by name only.
-PATH_OPTIONS = frozenset({"weights", "vocab"})
+PATH_OPTIONS = frozenset({"weights", "vocab", "map"})
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -130,6 +130,9 @@ class ModelSpec:
         if self.text in builtin:
             return builtin[self.text]
         files = self.files()
+        base = f"{self.scheme}:{self.name}"
+        if base in builtin and not files:  # a bundled model with options
+            return f"{builtin[base]}?{urlencode(sorted(self.options.items()))}"
 
         def shown(key: str, value: str) -> str:
             return portable_path(files[key], run_dir) or Path(value).name
@@ -276,11 +279,13 @@ _DATA = Path(__file__).parent / "data"
 #: (suspicious) calcification and BI-RADS (``phantom.targets.C_TASKS`` maps them to columns).
 PHANTOM_C_TASKS: tuple[str, ...] = ("density", "mass", "calcification", "birads")
 
-#: Models that need no path: a bare name stands for a full spec. ``phantom-c-TASK`` are the
-#: phantom study's C variants (phantom-clip's encoder fine-tuned by ``mammodissect phantom
-#: train-target``).
+#: Models that need no path: a bare name (options may follow after ``?``) stands for a full
+#: spec. ``phantom-c-TASK`` are the phantom study's C variants (phantom-clip's encoder
+#: fine-tuned by ``mammodissect phantom train-target``); ``annotations`` is the dissector that
+#: scores from the probe's own annotations.
 BUILTIN_SPECS = {
     "phantom-clip": "phantom-clip:bundled",
+    "annotations": "annotations:probe",
     **{
         f"phantom-c-{task}": f"classifier:{_DATA / f'phantom_c_{task}.safetensors'}"
         for task in PHANTOM_C_TASKS
@@ -296,8 +301,10 @@ def parse_spec(text: str) -> ModelSpec:
     MammodissectError
         When the text has no scheme or no name.
     """
-    if isinstance(text, str) and text.strip() in BUILTIN_SPECS:
-        text = BUILTIN_SPECS[text.strip()]
+    if isinstance(text, str):  # a bare name, with or without options: annotations?map=m.csv
+        head, mark, query = text.strip().partition("?")
+        if head in BUILTIN_SPECS:
+            text = BUILTIN_SPECS[head] + mark + query
     if not isinstance(text, str) or ":" not in text:
         raise MammodissectError(
             f"model spec {text!r} has no scheme; write it as SCHEME:NAME, "

@@ -29,6 +29,7 @@ __all__ = [
     "ExcludedRow",
     "Probe",
     "ProbeItem",
+    "is_path_column",
     "load_manifest",
     "load_probe",
     "warn_excluded",
@@ -277,6 +278,14 @@ class Probe:
     def dropped(self) -> list[ExcludedRow]:
         """Rows dropped because they repeat an image already listed."""
         return [row for row in self.excluded if not row.missing]
+
+
+def is_path_column(name: object) -> bool:
+    """Whether a label column names files (``path``, ``mask_path``, ``file_name``, ``roi_dir``),
+    judged by its name (``pathology`` and ``path_severity`` are not)."""
+    words = str(name).strip().lower().replace("-", "_").replace(" ", "_").split("_")
+    last = {"path", "paths", "file", "files", "filename", "filepath", "dir", "directory"}
+    return words[-1] in last or words[0] in ("file", "filename", "filepath")
 
 
 def load_probe(path: str | os.PathLike[str]) -> Probe:
