@@ -19,17 +19,21 @@ except PackageNotFoundError:  # running from a source tree
 
 from mammodissect.api import Dissection, compare, dissect, run, write_summary
 from mammodissect.config import RunConfig
+from mammodissect.dissector_audit import Audit, AuditConfig, audit
 from mammodissect.errors import MammodissectError
 from mammodissect.evaluate import Evaluation, evaluate
 from mammodissect.finetune import finetune
 from mammodissect.report import report
 
 __all__ = [
+    "Audit",
+    "AuditConfig",
     "Dissection",
     "Evaluation",
     "MammodissectError",
     "RunConfig",
     "__version__",
+    "audit",
     "compare",
     "dissect",
     "evaluate",

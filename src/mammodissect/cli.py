@@ -366,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(sub)
     _add_analysis(sub)
     _add_evaluate(sub)
+    _add_audit(sub)
     _add_report(sub)
     _verbose_everywhere(sub)
     return parser
@@ -802,6 +803,95 @@ def _compare_similarities(args: argparse.Namespace, units: Any) -> None:
     print("-> similarities.csv, similarities.png, similarities.svg")
 
 
+def _add_audit(sub: argparse._SubParsersAction) -> None:
+    from mammodissect.dissector_audit import AuditConfig
+
+    defaults = {
+        f.name: f.default
+        for f in dataclasses.fields(AuditConfig)
+        if f.default is not dataclasses.MISSING
+    }
+    p = sub.add_parser(
+        "audit",
+        help="how well a dissector sees each annotated concept on a probe (detectability)",
+        description=textwrap.fill(
+            "Embed the probe with the dissector (cached: an audit of a run's probe reuses the "
+            "run's dissector cache) and score its cosines against the probe's own annotations "
+            "(read as the annotation dissector reads them): per annotated concept, AUROC with a "
+            "bootstrap 95% interval, average precision and a logistic calibration of the "
+            "cosine; per control concept, the share of annotated findings it outscores "
+            "(leakage). Writes detectability.csv, leakage.csv, audit.json and "
+            "figures/detectability.png/.svg.",
+            78,
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  mammodissect audit --dissector phantom-clip --probe "
+        "runs/demo/probe/manifest.csv \\\n      --concepts birads+controls --out runs/audit",
+    )
+    p.add_argument("--dissector", required=True, help="dissector spec, as for `run`")
+    p.add_argument("--probe", required=True, help="an annotated probe, as for `run`")
+    p.add_argument("--concepts", required=True, help="concept set, as for `run`")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument(
+        "--annotation-map", help="rows added to the bundled annotation map (field,value,concept)"
+    )
+    p.add_argument("--prompt", dest="prompts", action="append", metavar="TEMPLATE",
+                   help="prompt template with {} (repeatable), as for `run`")  # fmt: skip
+    p.add_argument("--lowercase", action="store_true", help="lower-case concepts, as for `run`")
+    p.add_argument("--dissector-preprocess", help="dissector preprocessing recipe")
+    p.add_argument("--dissector-image-size", help="dissector input size HEIGHTxWIDTH")
+    p.add_argument("--bootstrap", type=int, default=defaults["bootstrap"],
+                   help=f"resamples of the images for the AUROC intervals "
+                   f"({defaults['bootstrap']}; 0: none)")  # fmt: skip
+    p.add_argument("--leakage-threshold", type=float, default=defaults["leakage_threshold"],
+                   help="flag a control that outscores more than this share of the annotated "
+                   f"findings ({defaults['leakage_threshold']})")  # fmt: skip
+    p.add_argument("--seed", type=int, default=defaults["seed"], help="bootstrap seed (0)")
+    p.add_argument(
+        "--batch-size", type=int, default=defaults["batch_size"], help="images per batch"
+    )
+    p.add_argument("--device", default=defaults["device"], help="auto, cpu or cuda[:N]")
+    p.add_argument("--precision", choices=list(PRECISIONS), default=defaults["precision"])
+    p.add_argument("--num-workers", type=int, default=defaults["num_workers"],
+                   help="image decoding worker processes")  # fmt: skip
+    p.add_argument("--voi", default=defaults["voi"], help="DICOM VOI transform, as for `run`")
+    p.add_argument("--cache-dir", help="the cache folder (default: as for `run`)")
+    p.add_argument("--no-image-cache", dest="cache_images", action="store_false",
+                   help="do not keep prepared images in the cache")  # fmt: skip
+    p.add_argument("--quiet", action="store_true", help="no progress bars or info lines")
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from mammodissect.dissector_audit import AuditConfig, run_audit
+
+    values = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(AuditConfig)
+        if getattr(args, f.name, None) is not None
+    }
+    result = run_audit(AuditConfig.from_mapping(values))
+    counts, summary = result.info["counts"], result.info["summary"]
+    shown = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
+    print(
+        f"{counts['annotated_concepts']} of {counts['concepts']} concepts are annotated on "
+        f"{counts['images_used']} images: median AUROC {shown(summary['median_auroc'])}, "
+        f"{shown(summary['share_auroc_at_least_0.9'])} of them at 0.9 or more"
+    )
+    if counts["controls"]:
+        flagged = result.info["flagged_controls"]
+        print(
+            f"controls outscoring more than {args.leakage_threshold:.0%} of the annotated "
+            f"findings: {len(flagged)} of {counts['controls']}"
+            + (
+                f" ({', '.join(flagged[:5])}{', ...' if len(flagged) > 5 else ''})"
+                if flagged
+                else ""
+            )
+        )
+    print(f"-> {result.out}/ (detectability.csv, leakage.csv, audit.json, figures/)")
+    return 0
+
+
 def _add_report(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "report",
@@ -937,6 +1027,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "summary": _cmd_summary,
             "compare": _cmd_compare,
             "evaluate": _cmd_evaluate,
+            "audit": _cmd_audit,
             "report": _cmd_report,
         }
         return commands[args.command](args)

@@ -25,46 +25,57 @@ def _tie_spans(sorted_columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _columns(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Scores as (N, K) floats and labels as (N, K) bools (one (N,) label vector is shared by
+    every column)."""
     scores = np.asarray(scores, dtype=np.float64)
     if scores.ndim == 1:
         scores = scores[:, None]
-    labels = np.asarray(labels, dtype=bool).ravel()
-    if scores.shape[0] != labels.size:
-        raise MammodissectError(f"{scores.shape[0]} scores but {labels.size} labels")
+    labels = np.asarray(labels, dtype=bool)
+    if labels.ndim != 2:
+        labels = labels.ravel()
+        if scores.shape[0] != labels.size:
+            raise MammodissectError(f"{scores.shape[0]} scores but {labels.size} labels")
+        labels = np.broadcast_to(labels[:, None], scores.shape)
+    elif labels.shape != scores.shape:
+        raise MammodissectError(f"scores {scores.shape} but labels {labels.shape}")
     return scores, labels
 
 
 def auroc_columns(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """AUROC of every column of ``scores`` (N, K) against one set of binary ``labels`` (N,).
+    """AUROC of every column of ``scores`` (N, K) against binary ``labels``: one (N,) vector
+    for every column, or (N, K), a column of labels per column of scores.
 
     The probability that a random positive scores above a random negative (ties count one
-    half), from average ranks (Mann-Whitney U). NaN when the labels hold only one class.
+    half), from average ranks (Mann-Whitney U). NaN for a column whose labels hold only one
+    class.
 
     Examples
     --------
     >>> auroc_columns(np.array([[0.1, 3.0], [0.4, 1.0], [0.35, 1.0], [0.8, 0.5]]),
     ...               np.array([0, 0, 1, 1]))
     array([0.75 , 0.125])
+    >>> auroc_columns(np.array([[0.1, 0.1], [0.4, 0.4]]), np.array([[0, 1], [1, 0]]))
+    array([1., 0.])
     """
     scores, labels = _columns(scores, labels)
-    positives, negatives = int(labels.sum()), int((~labels).sum())
-    if not positives or not negatives:
-        return np.full(scores.shape[1], np.nan)
+    positives = labels.sum(axis=0).astype(np.float64)
+    negatives = labels.shape[0] - positives
     order = np.argsort(scores, axis=0, kind="stable")
     first, last = _tie_spans(np.take_along_axis(scores, order, axis=0))
     ranks = np.empty_like(scores)
     np.put_along_axis(ranks, order, (first + last) / 2.0 + 1.0, axis=0)
-    u = ranks[labels].sum(axis=0) - positives * (positives + 1) / 2.0
-    return u / (positives * negatives)
+    u = (ranks * labels).sum(axis=0) - positives * (positives + 1) / 2.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where((positives > 0) & (negatives > 0), u / (positives * negatives), np.nan)
 
 
 def average_precision_columns(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Average precision (area under the precision-recall curve, step-wise) of every column of
-    ``scores`` (N, K) against binary ``labels`` (N,).
+    ``scores`` (N, K) against binary ``labels`` ((N,) shared, or (N, K) per column).
 
     The mean over positives of the precision at the threshold equal to that positive's score;
     tied scores form one threshold (so the result does not depend on the order of ties). NaN
-    when there is no positive.
+    for a column without a positive.
 
     Examples
     --------
@@ -72,15 +83,14 @@ def average_precision_columns(scores: np.ndarray, labels: np.ndarray) -> np.ndar
     array([0.83333333])
     """
     scores, labels = _columns(scores, labels)
-    positives = int(labels.sum())
-    if not positives:
-        return np.full(scores.shape[1], np.nan)
+    positives = labels.sum(axis=0)
     order = np.argsort(-scores, axis=0, kind="stable")
-    hits = labels[order]
+    hits = np.take_along_axis(labels, order, axis=0)
     _, last = _tie_spans(np.take_along_axis(-scores, order, axis=0))
     found = np.cumsum(hits, axis=0)
     precision = np.take_along_axis(found, last, axis=0) / (last + 1.0)
-    return (precision * hits).sum(axis=0) / positives
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(positives > 0, (precision * hits).sum(axis=0) / positives, np.nan)
 
 
 def auroc(scores: np.ndarray, labels: np.ndarray) -> float:

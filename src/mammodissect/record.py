@@ -38,7 +38,15 @@ from mammodissect.precision import autocast, fingerprint_parts, memory_format
 from mammodissect.probe import Probe, load_probe, read_image_with_info
 from mammodissect.topk import RunningTopK
 
-__all__ = ["Recording", "matching_probe", "probe_batches", "probe_digest", "record"]
+__all__ = [
+    "Embeddings",
+    "Recording",
+    "matching_probe",
+    "probe_batches",
+    "probe_digest",
+    "record",
+    "record_embeddings",
+]
 
 log = logging.getLogger(__name__)
 
@@ -345,14 +353,7 @@ def record(
             "probe": digest,
             **settings,
         },
-        "dissector": {
-            "model": getattr(dissector, "identity", None)
-            or {"spec": getattr(dissector, "spec", "")},
-            "preprocess": describe_preprocess(dissector.preprocess),
-            "voi": voi,
-            "probe": digest,
-            **settings,
-        },
+        "dissector": _dissector_part(dissector, digest, voi, settings),
     }
     if noise > 0:
         for part in parts.values():
@@ -429,6 +430,112 @@ def record(
     stats["seconds"] = time.perf_counter() - started
     stats["voi"] = voi
     return Recording(layers, units, rows, skipped, target_store, dissector_store, top_k, stats)
+
+
+def _dissector_part(
+    dissector: Dissector, digest: str, voi: str, settings: dict[str, Any]
+) -> dict[str, Any]:
+    """What the dissector cache's fingerprint is made of (the same for a run and an audit)."""
+    return {
+        "model": getattr(dissector, "identity", None) or {"spec": getattr(dissector, "spec", "")},
+        "preprocess": describe_preprocess(dissector.preprocess),
+        "voi": voi,
+        "probe": digest,
+        **settings,
+    }
+
+
+def _stop_if_strict(strict: bool, errors: dict[int, str], probe: Probe) -> None:
+    if strict and errors:
+        row = min(errors)
+        raise MammodissectError(
+            f"cannot use probe image {probe.items[row].relpath!r}: {errors[row]} (--strict "
+            "stops at the first bad image; finished batches are cached)"
+        )
+
+
+@dataclass
+class Embeddings:
+    """The dissector's image embeddings of a probe (:func:`record_embeddings`)."""
+
+    rows: np.ndarray
+    skipped: dict[int, str]
+    store: RowStore
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def embeddings(self) -> np.ndarray:
+        """(images used, D) image embeddings, in probe order."""
+        return np.asarray(self.store.array(_EMBEDDING)[self.rows], dtype=np.float32)
+
+
+def record_embeddings(
+    dissector: Dissector,
+    probe: Probe,
+    *,
+    batch_size: int = 16,
+    device: torch.device | str = "cpu",
+    cache_root: Path,
+    num_workers: int = 0,
+    progress: bool = True,
+    voi: str = "auto",
+    strict: bool = False,
+    cache_images: bool = True,
+    precision: str = "fp32",
+    channels_last: bool = False,
+) -> Embeddings:
+    """The dissector's image embeddings of the probe alone, in the cache :func:`record` uses
+    (same fingerprint: a run's cache serves an audit of its probe, and the other way round);
+    resumable like it. Runs in one process.
+
+    Raises
+    ------
+    MammodissectError
+        Under torchrun, for a dissector that embeds probe rows, or when no image can be read
+        (or, with ``strict``, one cannot).
+    """
+    if distributed.current().distributed:
+        raise MammodissectError("recording the dissector alone runs in one process")
+    if getattr(dissector, "encode_rows", None) is not None:
+        raise MammodissectError("the annotation dissector embeds no images; nothing to record")
+    started = time.perf_counter()
+    n = len(probe)
+    settings = fingerprint_parts(precision, channels_last)
+    part = _dissector_part(dissector, probe_digest(probe), voi, settings)
+    store = RowStore(cache_root, "dissector", part, n)
+    stats: dict[str, Any] = {"dissector_cache": _status(store), "dissector_forward_batches": 0}
+    device = torch.device(device)
+    if not store.complete:
+        if hasattr(dissector, "to"):
+            dissector.to(device)
+        loader = probe_batches(
+            probe, [dissector.preprocess], start=store.rows_done, batch_size=batch_size,
+            num_workers=num_workers, voi=voi,
+            image_cache=PreparedImageCache(cache_root) if cache_images else None,
+        )  # fmt: skip
+        bar = tqdm(total=n, initial=store.rows_done, desc="embedding", unit="img",
+                   disable=not progress)  # fmt: skip
+        with torch.inference_mode(), autocast(precision, device), bar:
+            for batch in loader:
+                _stop_if_strict(strict, batch["errors"], probe)
+                store.skipped.update(batch["errors"])
+                good = batch["good"]
+                if len(good):
+                    x = batch["inputs"][0].to(device)
+                    if channels_last and x.ndim == 4:
+                        x = x.contiguous(memory_format=memory_format(True))
+                    emb = dissector.encode_images(x).detach().float().cpu()
+                    store.allocate({_EMBEDDING: emb.shape[1]})
+                    store.write(_EMBEDDING, good.numpy(), emb.numpy())
+                    stats["dissector_forward_batches"] += 1
+                if store.columns or not len(good):
+                    store.commit(batch["rows"][-1] + 1)
+                bar.update(len(batch["rows"]))
+    _stop_if_strict(strict, store.skipped, probe)
+    rows = np.array([r for r in range(n) if r not in store.skipped], dtype=np.int64)
+    if not len(rows):
+        raise MammodissectError(f"none of the {n} probe images could be read")
+    stats["seconds"] = time.perf_counter() - started
+    return Embeddings(rows, dict(store.skipped), store, stats)
 
 
 def _status(store: RowStore) -> str:
@@ -654,13 +761,7 @@ def _run_pass(
             end = batch["rows"][-1] + 1
             need_t = target_store.rows_done < end or not target_store.columns
             need_d = dissector_store.rows_done < end or not dissector_store.columns
-            if strict and batch["errors"]:
-                row = min(batch["errors"])
-                raise MammodissectError(
-                    f"cannot use probe image {probe.items[row].relpath!r}: "
-                    f"{batch['errors'][row]} (--strict stops at the first bad image; "
-                    "finished batches are cached)"
-                )
+            _stop_if_strict(strict, batch["errors"], probe)
             for store in stores:
                 store.skipped.update(batch["errors"])
             good = batch["good"]

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = [
     "RUN_PALETTE",
     "plot_coverage",
+    "plot_detectability",
     "plot_finetune",
     "plot_layer_means",
     "plot_mammography_vs_control",
@@ -343,6 +344,38 @@ def plot_finetune(categories: pd.DataFrame, names: Sequence[str], stem: Path) ->
         ax.set_title("Fine-tuning: categories gaining and losing units")
         if picked:
             ax.legend(loc="lower right", frameon=False)
+        return _save(fig, stem)
+
+
+def plot_detectability(table: pd.DataFrame, stem: Path) -> list[Path]:
+    """Each annotated concept's AUROC (dot) and bootstrap 95% interval (line), grouped by
+    category (bands), with lines at 0.5 (chance), 0.8 and 0.9; concepts at or above 0.9 in
+    blue, the others in vermillion. ``table`` is an audit's detectability.csv."""
+    rows = table.copy()
+    rows["category"] = rows["category"].fillna("(no category)").astype(str)
+    rows = rows.sort_values(["category", "auroc"], kind="stable", na_position="first")
+    n = len(rows)
+    y = np.arange(n)[::-1]
+    with _style():
+        fig = _figure(7.5, min(60.0, max(3.0, 0.17 * n + 1.2)))
+        ax = fig.add_subplot()
+        seen = rows["category"].to_numpy()
+        for i, category in enumerate(dict.fromkeys(seen)):
+            inside = y[seen == category]
+            if i % 2:
+                ax.axhspan(inside.min() - 0.5, inside.max() + 0.5, color="0.95", linewidth=0)
+        good = (rows["auroc"] >= 0.9).to_numpy()
+        colours = np.where(good, RUN_PALETTE[0], RUN_PALETTE[1])
+        ax.hlines(y, rows["auroc_low"], rows["auroc_high"], colors=colours, linewidth=1.0)
+        ax.scatter(rows["auroc"], y, c=colours, s=14, zorder=3)
+        for x, style in ((0.5, ":"), (0.8, "--"), (0.9, "-")):
+            ax.axvline(x, color="0.5", linestyle=style, linewidth=0.7)
+        labels = [f"{c}  [{k}]" for c, k in zip(rows["concept"], rows["category"], strict=True)]
+        ax.set_yticks(y, labels, fontsize=6)
+        ax.set_ylim(-0.5, n - 0.5)
+        ax.set_xlim(0, 1.0)
+        ax.set_xlabel("AUROC of the concept's cosine for the images annotated with it")
+        ax.set_title("What the dissector sees: detectability per annotated concept")
         return _save(fig, stem)
 
 

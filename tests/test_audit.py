@@ -1,0 +1,176 @@
+"""mammodissect audit: detectability of each annotated concept, calibration, control leakage."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mammodissect import audit
+from mammodissect.cli import main
+from mammodissect.concepts import ConceptSet
+from mammodissect.dissector_audit import (
+    DETECTABILITY_COLUMNS,
+    calibrate,
+    control_leakage,
+    detectability,
+)
+from mammodissect.errors import MammodissectError
+from mammodissect.metrics import auroc_columns, average_precision_columns
+
+import planted
+
+MIMIC = "every planted feature at once"
+
+
+class MimicDissector(planted.PlantedDissector):
+    """The planted dissector, plus a control string that lies close to every feature."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.spec = "planted-dissector-mimic"
+        self.identity = {"planted": "mimic"}
+
+    def encode_texts(self, texts):  # type: ignore[no-untyped-def]
+        vectors = super().encode_texts(texts)
+        for i, text in enumerate(texts):
+            if text == MIMIC:
+                vectors[i] = 0.0
+                vectors[i, : planted.N_FEATURES] = planted.N_FEATURES**-0.5
+        return vectors
+
+
+class ShuffledDissector(planted.PlantedDissector):
+    """The planted dissector with every concept given another's vector."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.spec = "planted-dissector-shuffled"
+        self.identity = {"planted": "shuffled"}
+
+    def encode_texts(self, texts):  # type: ignore[no-untyped-def]
+        vectors = super().encode_texts(texts)
+        return vectors[torch.roll(torch.arange(len(texts)), 1)]
+
+
+def _concepts() -> ConceptSet:
+    names = [*planted.CONCEPTS, *planted.DISTRACTORS, MIMIC]
+    controls = [False] * len(planted.CONCEPTS) + [True] * (len(planted.DISTRACTORS) + 1)
+    categories = ["planted"] * len(planted.CONCEPTS) + ["things"] * (len(controls) - 6)
+    return ConceptSet(tuple(names), tuple(categories), tuple(categories), tuple(controls))
+
+
+@pytest.fixture()
+def annotated_probe(tmp_path):
+    """The planted probe with a manifest naming each image's features (yes/no columns)."""
+    folder = tmp_path / "probe"
+    present = planted.write_probe(folder)
+    table = pd.DataFrame(present, columns=planted.CONCEPTS)
+    table.insert(0, "path", [f"img{i:03d}.png" for i in range(len(table))])
+    table.to_csv(folder / "manifest.csv", index=False)
+    return folder / "manifest.csv"
+
+
+def test_paired_auroc_and_average_precision_by_hand():
+    scores = np.array([[0.9, 0.2], [0.5, 0.2], [0.5, 0.7], [0.1, 0.4]])
+    labels = np.array([[1, 0], [1, 1], [0, 1], [0, 0]])
+    # column 0: positives 0.9, 0.5; negatives 0.5, 0.1 -> pairs won 2 + 1.5 (a tie) of 4
+    # column 1: positives 0.2, 0.7; negatives 0.2, 0.4 -> 0.5 + 0 + 1 + 1 of 4
+    np.testing.assert_allclose(auroc_columns(scores, labels), [0.875, 0.625])
+    # column 0: ranked 0.9 (hit), {0.5, 0.5} (one hit, tied: precision 2/3 at that threshold)
+    # column 1: 0.7 (hit, 1/1), 0.4, {0.2, 0.2} (hit, precision 2/4)
+    np.testing.assert_allclose(
+        average_precision_columns(scores, labels), [(1 + 2 / 3) / 2, (1 + 2 / 4) / 2]
+    )
+    assert np.isnan(auroc_columns(scores, np.ones((4, 2)))).all()
+
+
+def test_calibration_recovers_a_known_logistic():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.1, 0.4, size=(40000, 2))
+    truth = np.array([[30.0, -6.0], [-20.0, 3.0]])  # slope, intercept per column
+    p = 1 / (1 + np.exp(-(x * truth[:, 0] + truth[:, 1])))
+    y = rng.random(x.shape) < p
+    slope, intercept = calibrate(x, y)
+    np.testing.assert_allclose(slope, truth[:, 0], rtol=0.08)
+    np.testing.assert_allclose(intercept, truth[:, 1], rtol=0.08)
+    separated = calibrate(np.array([[0.1], [0.2], [0.3], [0.4]]), np.array([[0], [0], [1], [1]]))
+    assert np.isfinite(separated[0]).all() and separated[0][0] > 5  # large, not infinite
+
+
+def test_leakage_counts_findings_a_control_outscores():
+    s = np.array([[0.5, 0.1, 0.3], [0.2, 0.6, 0.4]])
+    present = np.array([[1, 0, 0], [1, 1, 0]], dtype=bool)  # findings: (0,0) (1,0) (1,1)
+    controls = np.array([False, False, True])
+    # the control's 0.3 beats 0.5? no; its 0.4 beats 0.2 yes and 0.6 no: 1 of 3
+    np.testing.assert_allclose(control_leakage(s, present, controls), [1 / 3])
+
+
+def test_a_perfect_dissector_sees_everything_and_a_mimic_control_is_flagged(annotated_probe):
+    found = audit(MimicDissector(), annotated_probe, _concepts(), num_workers=0, quiet=True)
+    table = found.detectability
+    assert list(table.columns) == DETECTABILITY_COLUMNS
+    assert table["concept"].tolist() == planted.CONCEPTS  # annotated ones only
+    assert (table["auroc"] == 1.0).all() and (table["auprc"] == 1.0).all()
+    assert (table["auroc_low"] >= 0.99).all() and (table["calibration_slope"] > 0).all()
+    leakage = found.leakage.set_index("concept")
+    assert leakage.loc[MIMIC, "flagged"] and leakage.loc[MIMIC, "leakage"] > 0.5
+    assert not leakage.loc[planted.DISTRACTORS, "flagged"].any()
+    assert found.info["flagged_controls"] == [MIMIC]
+    assert found.info["summary"]["median_auroc"] == 1.0
+
+
+def test_a_shuffled_dissector_sees_nothing(annotated_probe):
+    found = audit(ShuffledDissector(), annotated_probe, _concepts(), num_workers=0, quiet=True)
+    aurocs = found.detectability["auroc"]
+    # no concept is seen (below chance, even: the cosines of an image's cells share one norm)
+    assert aurocs.max() < 0.6
+
+
+def test_audit_command_writes_its_files_and_reuses_a_runs_cache(
+    annotated_probe, concept_file, tmp_path, capsys
+):
+    run = [
+        "run", "--target", "python:planted:make_target", "--dissector",
+        "python:planted:make_dissector", "--probe", str(annotated_probe), "--concepts",
+        str(concept_file), "--layers", "features", "--out", str(tmp_path / "run"),
+        "--num-workers", "0", "--quiet",
+    ]  # fmt: skip
+    assert main(run) == 0
+    calls = planted.CALLS["dissector_images"]
+    out = tmp_path / "audit"
+    argv = [
+        "audit", "--dissector", "python:planted:make_dissector", "--probe", str(annotated_probe),
+        "--concepts", str(concept_file), "--out", str(out), "--num-workers", "0",
+        "--bootstrap", "50", "--quiet",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    assert planted.CALLS["dissector_images"] == calls  # the run's embeddings, reused
+    printed = capsys.readouterr().out
+    assert "6 of 12 concepts are annotated on 40 images: median AUROC 1.00" in printed
+    table = pd.read_csv(out / "detectability.csv")
+    assert len(table) == 6 and set(DETECTABILITY_COLUMNS) <= set(table.columns)
+    info = json.loads((out / "audit.json").read_text())
+    assert info["settings"]["bootstrap"] == 50 and info["counts"]["annotated_concepts"] == 6
+    assert (out / "figures" / "detectability.png").stat().st_size > 1000
+    assert (out / "figures" / "detectability.svg").is_file()
+
+
+def test_audit_needs_annotations_and_refuses_the_annotation_dissector(
+    planted_probe, annotated_probe, concept_file
+):
+    with pytest.raises(MammodissectError, match="has no annotations"):
+        audit("python:planted:make_dissector", planted_probe, concept_file, num_workers=0)
+    with pytest.raises(MammodissectError, match="auditing the annotation dissector"):
+        audit("annotations", annotated_probe, concept_file, num_workers=0)
+    with pytest.raises(MammodissectError, match="unknown audit setting 'boostrap'"):
+        audit("python:planted:make_dissector", annotated_probe, concept_file, boostrap=3)
+
+
+def test_detectability_of_a_concept_with_one_class_is_nan():
+    table = detectability(np.array([[0.1], [0.2]]), np.array([[1], [1]]), bootstrap=10)
+    assert table.loc[0, "images"] == 2 and np.isnan(table.loc[0, "auroc"])
+    assert np.isnan(table.loc[0, "auroc_low"]) and table.loc[0, "auprc"] == 1.0
