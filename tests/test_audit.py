@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from mammodissect import audit
+from mammodissect import compare as compare_runs
 from mammodissect.cli import main
 from mammodissect.concepts import ConceptSet
 from mammodissect.dissector_audit import (
@@ -174,3 +175,98 @@ def test_detectability_of_a_concept_with_one_class_is_nan():
     table = detectability(np.array([[0.1], [0.2]]), np.array([[1], [1]]), bootstrap=10)
     assert table.loc[0, "images"] == 2 and np.isnan(table.loc[0, "auroc"])
     assert np.isnan(table.loc[0, "auroc_low"]) and table.loc[0, "auprc"] == 1.0
+
+
+def _audit_folder(folder):
+    """A hand-written audit: feature 0 seen (0.95), 1 at 0.85, 2 below chance, 3 with one
+    class only (NaN), 4 and 5 not audited; control 'red' flagged for leakage."""
+    folder.mkdir()
+    pd.DataFrame(
+        {
+            "concept": planted.CONCEPTS[:4],
+            "images": [10, 12, 9, 40],
+            "auroc": [0.95, 0.85, 0.3, np.nan],
+        }
+    ).to_csv(folder / "detectability.csv", index=False)
+    pd.DataFrame(
+        {"concept": ["red", "wood"], "leakage": [0.7, 0.1], "flagged": [True, False]}
+    ).to_csv(folder / "leakage.csv", index=False)
+    return folder
+
+
+def _flagged_concepts(path):
+    rows = [(c, "planted", "planted", False) for c in planted.CONCEPTS]
+    rows += [(c, "things", "things", True) for c in planted.DISTRACTORS]
+    pd.DataFrame(rows, columns=["concept", "category", "broad_category", "control"]).to_csv(
+        path, index=False
+    )
+    return path
+
+
+def _run(probe, concepts, out, *extra):
+    argv = [
+        "run", "--target", "python:planted:make_target", "--dissector",
+        "python:planted:make_dissector", "--probe", str(probe), "--concepts", str(concepts),
+        "--layers", "features", "--out", str(out), "--num-workers", "0", "--quiet", *extra,
+    ]  # fmt: skip
+    assert main(argv) == 0
+
+
+def test_labels_from_visible_concepts_only(planted_probe, tmp_path):
+    audited = _audit_folder(tmp_path / "audit")
+    concepts = _flagged_concepts(tmp_path / "concepts.csv")
+    _run(planted_probe, concepts, tmp_path / "all", "--detectability", str(audited))
+    neurons = pd.read_csv(tmp_path / "all" / "neurons.csv")
+    best = neurons.query("rank == 1").set_index("unit")
+    assert best.loc[0, "concept"] == "planted feature 0"
+    assert best.loc[0, "detectability_auroc"] == 0.95 and np.isnan(
+        best.loc[4, "detectability_auroc"]
+    )
+    assert len(pd.read_csv(tmp_path / "all" / "detectability.csv")) == 4  # the audit's rows, kept
+    assert main(["report", str(tmp_path / "all"), "--quiet"]) == 0
+    html = (tmp_path / "all" / "report.html").read_text()
+    assert "AUROC of concept 1 (audit)" in html  # the unit table's column
+    assert '<span class="muted">AUROC 0.95</span>' in html  # unit 0's card
+
+    _run(planted_probe, concepts, tmp_path / "vis", "--detectability", str(audited),
+         "--min-auroc", "0.9")  # fmt: skip
+    info = json.loads((tmp_path / "vis" / "run.json").read_text())
+    kept = ["planted feature 0", *[c for c in planted.DISTRACTORS if c != "red"]]
+    assert pd.read_csv(tmp_path / "vis" / "concepts.csv")["concept"].tolist() == kept
+    record = info["detectability"]
+    assert record["rule"].startswith("mammography concepts with an audit AUROC >= min_auroc")
+    assert record["min_auroc"] == 0.9 and record["kept"] == len(kept)
+    assert record["below_min_auroc"] == ["planted feature 1", "planted feature 2"]
+    assert record["not_audited"] == 3 and record["leaking_controls"] == ["red"]
+    assert record["flagged_controls"] == ["red"] and record["median_auroc"] == 0.85
+    best = pd.read_csv(tmp_path / "vis" / "neurons.csv").query("rank == 1")
+    assert set(best["concept"]) <= set(kept)
+    from mammodissect.config import RunConfig
+
+    base = dict(target="t:x", dissector="d:x", probe="p", concepts="c", layers="l")
+    with pytest.raises(MammodissectError, match="min_auroc needs an audit: give --detectability"):
+        RunConfig(**base, min_auroc=0.9)
+    with pytest.raises(MammodissectError, match=r"min_auroc must lie in \[0, 1\], got 2"):
+        RunConfig(**base, detectability="a", min_auroc=2)
+
+
+def test_compare_tells_unseen_from_uncaptured_concepts(planted_probe, tmp_path):
+    audited = _audit_folder(tmp_path / "audit")
+    concepts = _flagged_concepts(tmp_path / "concepts.csv")
+    for name in ("a", "b"):
+        _run(planted_probe, concepts, tmp_path / name, "--detectability", str(audited))
+    found = compare_runs([tmp_path / "a", tmp_path / "b"], tmp_path / "cmp")
+    table = pd.read_csv(tmp_path / "cmp" / "uncaptured.csv")
+    expected = {"planted feature 0": "yes", "planted feature 1": "no", "planted feature 2": "no",
+                "planted feature 3": "not annotated", "planted feature 4": "not annotated",
+                "planted feature 5": "not annotated"}  # fmt: skip
+    for concept, sees in zip(table["concept"], table["dissector_sees"], strict=True):
+        assert expected[concept] == sees
+    split = found.info["uncaptured_split"]
+    assert split["min_auroc"] == 0.9 and split["source"] == "detectability.csv"
+    counts = table["dissector_sees"].value_counts()
+    assert split["dissector_cannot_see"] == counts.get("no", 0)
+    assert split["seen_but_uncaptured"] + split["not_annotated"] + split[
+        "dissector_cannot_see"] == len(table)  # fmt: skip
+    again = compare_runs([tmp_path / "a", tmp_path / "b"], None, min_auroc=0.8)
+    assert again.info["uncaptured_split"]["min_auroc"] == 0.8

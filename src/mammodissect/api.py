@@ -22,6 +22,7 @@ import torch
 from mammodissect import concepts as concept_sets
 from mammodissect import distributed
 from mammodissect.analysis import compare, write_summary
+from mammodissect.analysis.detectability import read_detectability
 from mammodissect.concepts.encode import score_matrix, scored_concepts
 from mammodissect.config import RunConfig
 from mammodissect.describe import (
@@ -48,6 +49,7 @@ from mammodissect.record import Recording, probe_digest, record
 from mammodissect.rundir import (
     BOXES_FILE,
     CONCEPTS_FILE,
+    DETECTABILITY_FILE,
     IMAGES_FILE,
     NEURONS_FILE,
     RUN_JSON,
@@ -94,6 +96,8 @@ class Dissection:
         labels, and where the target's input came from (crop, scale, padding, flip).
     boxes:
         The probe's finding boxes in the target's input pixels (when the probe has boxes).
+    detectability:
+        The audit's rows for the given concepts (runs given ``detectability``).
     out:
         The run directory, when one was written.
     """
@@ -103,6 +107,7 @@ class Dissection:
     run: dict[str, Any]
     images: pd.DataFrame = field(default_factory=pd.DataFrame)
     boxes: pd.DataFrame | None = None
+    detectability: pd.DataFrame | None = None
     out: Path | None = None
 
 
@@ -266,6 +271,22 @@ def _run(config: RunConfig, warned: list[str]) -> Dissection:
             )
         scored = concepts.subset(np.flatnonzero(keep), name=f"{concepts.name} (annotated)")
         cosines = cosines[:, torch.from_numpy(keep).to(cosines.device)]
+    audit, seen = None, {}
+    if config.detectability:
+        audit = read_detectability(config.detectability)
+        seen = audit.describe()
+        if config.min_auroc is not None:  # labels from the concepts the dissector sees
+            visible, restriction = audit.visible(scored, float(config.min_auroc))
+            if not visible.any():
+                raise MammodissectError(
+                    f"no concept of {scored.name!r} is visible at AUROC >= {config.min_auroc} "
+                    "in the audit; lower --min-auroc"
+                )
+            seen.update(restriction)
+            scored = scored.subset(
+                np.flatnonzero(visible), name=f"{scored.name} (AUROC >= {config.min_auroc})"
+            )
+            cosines = cosines[:, torch.from_numpy(visible).to(cosines.device)]
     if params.get("top_k", 0) > len(recording.rows):
         log.warning(
             "%s: top_k=%d exceeds the %d probe images; using top_k=%d",
@@ -287,12 +308,18 @@ def _run(config: RunConfig, warned: list[str]) -> Dissection:
             values, rows = recording.top_images(layer, config.top_images)
             tops.append(top_image_table(layer, values, rows, image_ids))
     facts = recording.image_facts()
+    labels = pd.concat(neurons, ignore_index=True)
+    if audit is not None:  # every label carries its concept's detectability
+        labels["detectability_auroc"] = labels["concept"].map(audit.aurocs())
     result = Dissection(
-        neurons=pd.concat(neurons, ignore_index=True),
+        neurons=labels,
         top_images=pd.concat(tops, ignore_index=True),
         run={},
         images=image_table(probe, facts, recording.skipped, redact=redact),
         boxes=box_table(probe, facts, redact=redact),
+        detectability=None
+        if audit is None
+        else audit.table[audit.table["concept"].isin(set(concepts.concepts))],
     )
     result.run = _run_info(
         config, target, dissector, probe, scored, recording, params, device, timings, redact
@@ -308,6 +335,8 @@ def _run(config: RunConfig, warned: list[str]) -> Dissection:
                 c for c, k, s in zip(concepts, covered, keep, strict=True) if k and not s
             ],
         }
+    if audit is not None:
+        result.run["detectability"] = seen
     result.run["warnings"] = [redact(message) for message in warned]
     if config.out:
         with _timed(timings, "write"):
@@ -420,6 +449,8 @@ def write_run(
     }
     if result.boxes is not None:
         tables[BOXES_FILE] = result.boxes
+    if result.detectability is not None:
+        tables[DETECTABILITY_FILE] = result.detectability
     written = [*tables, RUN_JSON, SUMMARY_FILE, SUMMARY_CATEGORIES_FILE]
     try:
         for name, table in tables.items():

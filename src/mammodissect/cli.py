@@ -180,6 +180,18 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         "path, folder or file names in any output",
     )
     p.add_argument(
+        "--detectability",
+        metavar="AUDIT",
+        help="an audit of the dissector on this probe (the folder or detectability.csv "
+        "`mammodissect audit` wrote): every label carries its concept's AUROC",
+    )
+    p.add_argument(
+        "--min-auroc",
+        type=float,
+        help="with --detectability: score only mammography concepts the audit saw at this AUROC "
+        "or more (controls stay unless flagged for leakage), e.g. 0.9",
+    )
+    p.add_argument(
         "--no-image-cache",
         dest="cache_images",
         action="store_false",
@@ -638,6 +650,16 @@ def _add_analysis(sub: argparse._SubParsersAction) -> None:
         help="the runs' concept set, when their folders lack concepts.csv and it is not bundled",
     )
     p.add_argument("--no-figures", dest="figures", action="store_false", help="tables only")
+    p.add_argument(
+        "--detectability",
+        metavar="AUDIT",
+        help="an audit of the runs' dissector (folder or detectability.csv; default: the one "
+        "the runs keep): question 3 tells concepts the dissector cannot see from those no unit "
+        "captures",
+    )
+    p.add_argument(
+        "--min-auroc", type=float, help="AUROC at which a concept counts as seen (default 0.9)"
+    )
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
@@ -953,7 +975,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
     result = compare(
         args.runs, args.out, names=args.names, layers=args.layers, baseline=args.baseline,
-        concepts=args.concepts, figures=args.figures,
+        concepts=args.concepts, figures=args.figures, detectability=args.detectability,
+        min_auroc=args.min_auroc,
     )  # fmt: skip
     totals = result.layers.groupby("run", sort=False)[["passing_global", "mammography"]].sum()
     for name, row in totals.iterrows():
@@ -963,6 +986,13 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         )
     if result.info["uncaptured"] is not None:
         print(f"mammography concepts no run captures: {result.info['uncaptured']}")
+    split = result.info["uncaptured_split"]
+    if split:
+        print(
+            f"  of them the dissector cannot see {split['dissector_cannot_see']} (AUROC < "
+            f"{split['min_auroc']}), sees {split['seen_but_uncaptured']}, "
+            f"{split['not_annotated']} not annotated"
+        )
     print(f"tables and {len(result.figures)} figure files in {args.out}/")
     return 0
 

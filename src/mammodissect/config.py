@@ -64,6 +64,8 @@ class RunConfig:
     voi: str = "auto"
     strict: bool = False
     anonymize_ids: bool = False
+    detectability: str | None = None
+    min_auroc: float | None = None
     num_workers: int = 2
     seed: int = 0
     quiet: bool = False
@@ -111,6 +113,14 @@ class RunConfig:
 
         self.prompts = check_prompts(self.prompts)
         check_rule(self.duplicates)
+        if self.min_auroc is not None:
+            if not self.detectability:
+                raise MammodissectError(
+                    "min_auroc needs an audit: give --detectability DIR (what `mammodissect "
+                    "audit` wrote)"
+                )
+            if not isinstance(self.min_auroc, int | float) or not 0 <= self.min_auroc <= 1:
+                raise MammodissectError(f"min_auroc must lie in [0, 1], got {self.min_auroc!r}")
         if not isinstance(self.lowercase, bool):
             raise MammodissectError(f"lowercase must be true or false, got {self.lowercase!r}")
 
@@ -168,7 +178,9 @@ class RunConfig:
                 value = "<anonymized>"
             elif key in ("target", "dissector") and isinstance(value, str) and ":" in value:
                 value = parse_spec(value).portable(run_dir)
-            elif key in ("probe", "concepts", "out", "cache_dir") and isinstance(value, str | Path):
+            elif key in ("probe", "concepts", "out", "cache_dir", "detectability") and isinstance(
+                value, str | Path
+            ):
                 value = Path(value).name
             elif not isinstance(value, str | int | float | bool | list | dict | type(None)):
                 value = f"<{type(value).__name__}>"

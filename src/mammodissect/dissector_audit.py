@@ -35,6 +35,7 @@ import pandas as pd
 import torch
 
 from mammodissect import concepts as concept_sets
+from mammodissect.analysis.detectability import DETECTABILITY_FILE, LEAKAGE_FILE
 from mammodissect.analysis.figures import plot_detectability
 from mammodissect.concepts.encode import score_matrix
 from mammodissect.config import default_cache_dir
@@ -65,8 +66,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DETECTABILITY_FILE = "detectability.csv"
-LEAKAGE_FILE = "leakage.csv"
 AUDIT_JSON = "audit.json"
 #: Columns of detectability.csv, one row per concept with at least one annotated image.
 DETECTABILITY_COLUMNS = [

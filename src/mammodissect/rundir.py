@@ -21,6 +21,7 @@ __all__ = [
     "BOXES_FILE",
     "CONCEPTS_FILE",
     "DERIVED_FILES",
+    "DETECTABILITY_FILE",
     "EVALUATION_FILE",
     "EVALUATION_JSON",
     "EVALUATION_LAYERS_FILE",
@@ -48,6 +49,8 @@ BOXES_FILE = "boxes.csv"
 RUN_JSON = "run.json"
 #: The concept set a run used (``concept, category, broad_category, control``).
 CONCEPTS_FILE = "concepts.csv"
+#: The audit's rows for the run's concepts (runs given ``--detectability``).
+DETECTABILITY_FILE = "detectability.csv"
 SUMMARY_FILE = "summary.csv"
 SUMMARY_CATEGORIES_FILE = "summary_categories.csv"
 #: Written by ``mammodissect evaluate``: per unit, per layer (with the null's percentiles),
@@ -70,6 +73,7 @@ RUN_FILES: tuple[str, ...] = (
     BOXES_FILE,
     RUN_JSON,
     CONCEPTS_FILE,
+    DETECTABILITY_FILE,
     SUMMARY_FILE,
     SUMMARY_CATEGORIES_FILE,
 )

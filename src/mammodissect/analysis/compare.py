@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mammodissect.analysis.detectability import read_detectability
 from mammodissect.analysis.runs import (
     CONTROL,
     MAMMOGRAPHY,
@@ -59,6 +60,7 @@ from mammodissect.analysis.runs import (
 from mammodissect.analysis.summary import category_counts
 from mammodissect.concepts.core import ConceptSet
 from mammodissect.errors import MammodissectError
+from mammodissect.rundir import DETECTABILITY_FILE
 
 __all__ = [
     "COMPARE_COLUMNS",
@@ -139,6 +141,8 @@ COVERAGE_CATEGORY_COLUMNS = [
     "coverage",
 ]
 UNCAPTURED_COLUMNS = ["concept", "category", "broad_category"]
+#: The AUROC at which the audit counts a concept as seen, unless a run or the caller says.
+DEFAULT_MIN_AUROC = 0.9
 #: Categories listed per fine-tuned run in compare.json as gaining / losing most.
 TOP_CHANGES = 5
 
@@ -477,6 +481,8 @@ def compare(
     baseline: str | None = None,
     concepts: str | Path | ConceptSet | None = None,
     figures: bool = True,
+    detectability: str | Path | None = None,
+    min_auroc: float | None = None,
 ) -> Comparison:
     """Compare run directories (G, M, C variants) and write tables and figures to ``out``.
 
@@ -499,6 +505,13 @@ def compare(
         one (checked against the runs' fingerprint).
     figures:
         Whether to draw ``out/figures/``.
+    detectability:
+        An audit of the runs' dissector on their probe (folder or detectability.csv); default
+        the ``detectability.csv`` a run given ``--detectability`` keeps. With it, question 3
+        tells the concepts the dissector cannot see from those it sees that no unit captures.
+    min_auroc:
+        The AUROC at which a concept counts as seen (default: the runs' ``--min-auroc``, else
+        0.9).
 
     Returns
     -------
@@ -525,7 +538,8 @@ def compare(
     - ``coverage_categories.csv``: ``broad_category, category, run, concepts, captured,
       coverage`` (captured / concepts).
     - ``uncaptured.csv``: ``concept, category, broad_category`` of the mammography concepts no
-      run captures.
+      run captures; with an audit also ``auroc, dissector_sees`` (``yes``, ``no`` or ``not
+      annotated``), counted in compare.json's ``uncaptured_split``.
 
     A multi-label concept counts under each of its categories.
 
@@ -639,6 +653,7 @@ def compare(
 
     categories, finetune = _finetune(passing_all, names, baseline, table, dirs, controls)
     coverage, coverage_categories, uncaptured = _coverage(passing_all, names, table)
+    uncaptured, split = _seen(uncaptured, dirs, detectability, min_auroc)
 
     info: dict[str, Any] = {
         "names": names,
@@ -677,6 +692,7 @@ def compare(
         "figure_layers": [alignment.labels[i] for i in figure_layers],
         "finetune": finetune,
         "uncaptured": None if table is None else len(uncaptured),
+        "uncaptured_split": split,
     }
     result = Comparison(
         names=names,
@@ -830,6 +846,43 @@ def _coverage(
     missed = [not any(captured_by[n][c] for n in names) for c in mammo["concept"]]
     uncaptured = mammo.loc[missed, UNCAPTURED_COLUMNS].reset_index(drop=True)
     return coverage, coverage_categories, uncaptured
+
+
+def _seen(
+    uncaptured: pd.DataFrame,
+    dirs: list[RunDir],
+    detectability: str | Path | None,
+    min_auroc: float | None,
+) -> tuple[pd.DataFrame, dict[str, Any] | None]:
+    """Question 3 split by an audit: ``auroc`` and ``dissector_sees`` (``yes``: AUROC at the
+    threshold or more, ``no``: below it, ``not annotated``: the audit could not score it)."""
+    source = detectability
+    if source is None:
+        source = next((d.path / DETECTABILITY_FILE for d in dirs
+                       if (d.path / DETECTABILITY_FILE).is_file()), None)  # fmt: skip
+    if source is None:
+        return uncaptured, None
+    audit = read_detectability(source)
+    if min_auroc is None:
+        given = [d.info.get("detectability", {}).get("min_auroc") for d in dirs]
+        min_auroc = next((float(v) for v in given if v is not None), DEFAULT_MIN_AUROC)
+    aurocs = audit.aurocs()
+    out = uncaptured.copy()
+    out["auroc"] = [aurocs.get(c, np.nan) for c in out["concept"]]
+    out["dissector_sees"] = [
+        "not annotated" if np.isnan(a) else ("yes" if a >= min_auroc else "no")
+        for a in out["auroc"]
+    ]
+    counts = out["dissector_sees"].value_counts()
+    split = {
+        "min_auroc": min_auroc,
+        "source": audit.source,
+        "audit_fingerprint": audit.fingerprint(),
+        "dissector_cannot_see": int(counts.get("no", 0)),
+        "seen_but_uncaptured": int(counts.get("yes", 0)),
+        "not_annotated": int(counts.get("not annotated", 0)),
+    }
+    return out, split
 
 
 TABLES = {

@@ -61,7 +61,7 @@ _EVALUATED = [("grounded", "text"), ("iou", "num"), ("null99", "text")]
 _HEADERS = {"c1": "concept 1", "s1": "score 1", "c2": "concept 2", "s2": "score 2",
             "c3": "concept 3", "s3": "score 3", "broad": "broad category",
             "passes": "passes (layer mean)", "grounded": "grounded concept", "iou": "IoU",
-            "null99": "above null (99%)"}  # fmt: skip
+            "null99": "above null (99%)", "d1": "AUROC of concept 1 (audit)"}  # fmt: skip
 
 
 def report(
@@ -276,7 +276,8 @@ def _target(data: RunData, probe: Any, target: Any, dissector: Any) -> Any:
 
 
 def _card(index: int, key: tuple[str, int], data: RunData, pictures: list[Any], note: str,
-          ranked: dict[tuple[str, int], list[tuple[str, float]]], best: dict) -> str:  # fmt: skip
+          ranked: dict[tuple[str, int], list[tuple[str, float]]], best: dict,
+          aurocs: dict[str, float]) -> str:  # fmt: skip
     layer, unit = key
     info = best.get(key, {})
     labels = [info.get("category"), info.get("broad_category"), info.get("kind")]
@@ -285,7 +286,9 @@ def _card(index: int, key: tuple[str, int], data: RunData, pictures: list[Any], 
              f'<p class="muted">{escape(" · ".join(str(x) for x in labels if x))}</p>',
              "<ol>"]  # fmt: skip
     for concept, score in ranked.get(key, [])[:CARD_CONCEPTS]:
-        parts.append(f'<li>{escape(concept)} <span class="score">{score:.3f}</span></li>')
+        seen = aurocs.get(concept)
+        audit = "" if seen is None else f' <span class="muted">AUROC {seen:.2f}</span>'
+        parts.append(f'<li>{escape(concept)} <span class="score">{score:.3f}</span>{audit}</li>')
     parts.append("</ol>")
     if pictures:
         parts.append('<div class="pics">')
@@ -314,6 +317,7 @@ def _run_page(
 ) -> str:
     run = data.run
     shown = _SHOWN + (_EVALUATED if "grounded" in table.columns else [])
+    shown += [("d1", "num")] if "d1" in table.columns else []
     ranked: dict[tuple[str, int], list[tuple[str, float]]] = {}
     for row in table.rows:
         key = (row[0], row[1])
@@ -366,7 +370,7 @@ def _run_page(
             )
             card_list.append(f"<div><b>{escape(layer)}</b> {buttons}</div>")
     templates = "".join(
-        _card(i, key, data, pictures.get(key, []), note, ranked, best)
+        _card(i, key, data, pictures.get(key, []), note, ranked, best, table.detectability)
         for i, key in enumerate(chosen)
     )
     evaluated = "grounded" in table.columns

@@ -172,12 +172,15 @@ class UnitTable:
         The concept strings ``rows`` refer to by index (``k``: a unit's ranked concepts).
     layers:
         Layer names in model order.
+    detectability:
+        Concept -> the audit's AUROC, for runs given ``--detectability`` (else empty).
     """
 
     columns: list[str]
     rows: list[list[Any]]
     concepts: list[str]
     layers: list[str]
+    detectability: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -234,6 +237,12 @@ def unit_rows(data: RunData) -> UnitTable:
                "kind", "passes", "k", "ks"]  # fmt: skip
     if evaluated:
         columns += ["grounded", "iou", "null99"]
+    aurocs: dict[str, float] = {}
+    if "detectability_auroc" in neurons.columns:  # an audit was given: labels carry AUROCs
+        pairs = neurons[["concept", "detectability_auroc"]].drop_duplicates("concept")
+        values = pd.to_numeric(pairs["detectability_auroc"], errors="coerce")
+        aurocs = {c: float(v) for c, v in zip(pairs["concept"], values, strict=True) if v == v}
+        columns += ["d1"]
     layer_pos = {layer: i for i, layer in enumerate(run.layers)}
     best = run.best.assign(_pos=run.best["layer"].map(layer_pos)).sort_values(["_pos", "unit"])
     rows: list[list[Any]] = []
@@ -263,8 +272,10 @@ def unit_rows(data: RunData) -> UnitTable:
                 _num(getattr(e, "iou", None)) if e is not None else None,
                 _flag(getattr(e, "above_null_99", None)) if e is not None else None,
             ]
+        if "d1" in columns:
+            row.append(aurocs.get(top[0][0]))
         rows.append(row)
-    return UnitTable(columns, rows, concepts, list(run.layers))
+    return UnitTable(columns, rows, concepts, list(run.layers), aurocs)
 
 
 def card_units(data: RunData, per_layer: int) -> list[tuple[str, int]]:
