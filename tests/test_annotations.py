@@ -247,3 +247,31 @@ def test_a_box_grounds_its_descriptor_concepts_too(tmp_path):
         "calcifications",
         "fine pleomorphic calcifications",
     ]  # "calcification" grounds "calcifications" through the bundled map
+
+
+def test_evaluate_scores_planted_units_with_the_annotations_beside_the_dissector(
+    tmp_path, concept_file
+):
+    """The pipeline's ceiling (S from the annotations) beside the run's own recovery, in
+    planted.csv and evaluation.json."""
+    from test_evaluate import _boxed_probe
+
+    from mammodissect.evaluate import evaluate
+
+    folder = tmp_path / "probe"
+    planted.write_probe(folder)
+    probe = _boxed_probe(folder)
+    out = tmp_path / "run"
+    argv = [
+        "run", "--target", "python:planted:make_target", "--dissector",
+        "python:planted:make_dissector", "--probe", str(folder), "--concepts",
+        str(concept_file), "--layers", "features", "--out", str(out), "--num-workers", "0",
+        "--quiet", "--similarity", "wpmi",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    result = evaluate(out, probe=probe, noise=[], stability_reps=2, bootstrap=50, quiet=True)
+    table = pd.read_csv(out / "planted.csv")
+    assert table["annotation_top1_match"].all()  # the annotations name every planted unit
+    assert (table["annotation_label"] == table["concept"]).all()
+    ceiling = result.info["planted"]["annotation_ceiling"]
+    assert ceiling["top1_recovery"] == 1.0 and ceiling["units"] == len(planted.CONCEPTS)

@@ -42,7 +42,8 @@ def read_evaluation(run_dir: str | Path) -> dict[str, Any] | None:
 def evaluation_row(info: Mapping[str, Any]) -> dict[str, Any]:
     """One run's headline figures from its ``evaluation.json``: units above the 99th-percentile
     null, units grounded in masks and their top-1 agreement, units grounded in density/BI-RADS
-    classes and how often their labels name the class, planted units' top-1 recovery, the
+    classes and how often their labels name the class, planted units' top-1 recovery (and
+    with the annotations as S: the ceiling), the
     head check's top-1-in-class rate (C variants; None otherwise) and the share of top-1
     labels that survive each stability check."""
     counts, overall = info["counts"], info["overall"]
@@ -54,6 +55,7 @@ def evaluation_row(info: Mapping[str, Any]) -> dict[str, Any]:
         "image_grounded_units": counts.get("image_grounded_units"),
         "image_top1_match": overall.get("image_top1_match"),
         "planted_top1_recovery": planted.get("top1_recovery"),
+        "planted_top1_ceiling": (planted.get("annotation_ceiling") or {}).get("top1_recovery"),
         "head_top1_in_class": head.get("top1_in_class"),
         **info.get("stability", {}),
     }

@@ -47,7 +47,7 @@ from mammodissect.evaluate.image_labels import (
 )
 from mammodissect.evaluate.masks import mask_source
 from mammodissect.evaluate.null import NullBaseline, null_baseline, top1
-from mammodissect.evaluate.planted import Planted, planted_units
+from mammodissect.evaluate.planted import Planted, annotation_ceiling, planted_units
 from mammodissect.evaluate.source import RunSource, open_run
 from mammodissect.evaluate.stability import bootstrap_stability, noise_stability
 from mammodissect.models.base import bind_probe
@@ -246,6 +246,11 @@ def evaluate(
             params, categories=frame, pooling=config.pooling,
             bootstrap=bootstrap, seed=seed, shapes=source.image_shapes(), quiet=quiet,
         )  # fmt: skip
+        if planted.layer.concepts:  # the pipeline's ceiling beside the dissector's
+            planted = annotation_ceiling(
+                planted, loaded, source.rows.tolist(), list(concepts.concepts), similarity,
+                params, categories=frame, bootstrap=bootstrap, seed=seed,
+            )  # fmt: skip
         notes += grounding.notes + planted.notes + _unmatched(masks)
     timings["grounding"] = _lap(started, sum(timings.values()))
 

@@ -79,10 +79,12 @@ from mammodissect.models.frames import frame_size
 from mammodissect.probe import Probe
 
 __all__ = [
+    "CEILING_COLUMNS",
     "PLANTED_COLUMNS",
     "PLANTED_LAYER",
     "Planted",
     "PlantedLayer",
+    "annotation_ceiling",
     "gaussian_kernel",
     "plant",
     "planted_units",
@@ -484,6 +486,63 @@ def recovery(
         "settings": dict(layer.settings),
     }
     return Planted(table=table, summary=summary, layer=layer)
+
+
+#: Columns planted.csv adds for the planted units scored with the annotation dissector.
+CEILING_COLUMNS: tuple[str, ...] = (
+    "annotation_label",
+    "annotation_rank",
+    "annotation_top1_match",
+    "annotation_top5_match",
+)
+
+
+def annotation_ceiling(
+    planted: Planted,
+    probe: Probe,
+    rows: Sequence[int],
+    concepts: list[str],
+    similarity: Callable[..., torch.Tensor],
+    params: dict[str, Any],
+    *,
+    categories: pd.DataFrame | None = None,
+    bootstrap: int = 1000,
+    seed: int = 0,
+) -> Planted:
+    """The same planted layer scored with S from the probe's own annotations (the annotation
+    dissector, bundled map) instead of the run's dissector: the ceiling of the pipeline, beside
+    the run's. Its columns join ``planted.table`` as :data:`CEILING_COLUMNS`, its summary goes
+    under ``annotation_ceiling``; the planted concepts are mask keys, so every one of them is
+    annotated and scored. Concepts no annotation covers are left out of this S, as a run with
+    the annotation dissector leaves them out."""
+    from mammodissect.concepts.encode import score_matrix, scored_concepts
+    from mammodissect.models.annotation_models import AnnotationDissector
+    from mammodissect.models.spec import parse_spec
+    from mammodissect.probe.annotations import read_map
+
+    truth = AnnotationDissector(read_map(), parse_spec("annotations"))
+    truth.bind_probe(probe)
+    texts = truth.encode_texts(concepts)
+    present = score_matrix(truth, truth.encode_rows(list(rows)), texts)
+    keep = scored_concepts(truth, present, texts)
+    kept = [c for c, k in zip(concepts, keep, strict=True) if k]
+    ceiling = recovery(
+        planted.layer, present[:, torch.from_numpy(keep)], kept, similarity, params,
+        categories=categories, bootstrap=bootstrap, seed=seed,
+    )  # fmt: skip
+    columns = {
+        "label": "annotation_label",
+        "rank": "annotation_rank",
+        "top1_match": "annotation_top1_match",
+        "top5_match": "annotation_top5_match",
+    }
+    joined = pd.concat(
+        [planted.table, ceiling.table[list(columns)].rename(columns=columns)], axis=1
+    )
+    summary = {**planted.summary, "annotation_ceiling": {
+        k: v for k, v in ceiling.summary.items() if k != "settings"
+    }}  # fmt: skip
+    return Planted(table=joined, summary=summary, layer=planted.layer)
 
 
 def planted_units(

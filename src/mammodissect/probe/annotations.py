@@ -1,10 +1,10 @@
 """What a probe's own annotations say each image shows, and how that maps onto concept strings.
 
 A probe's annotations are its label columns (a phantom manifest's finding flags, a dataset
-layout's density, BI-RADS, findings and lesion descriptors, any manifest's yes/no columns) and,
-where it has a ``mask_path`` column, the keys of each image's mask file. Each becomes a *term*
-``field=value`` (``mass_shape=irregular``, ``density=c``, ``mass=true``, ``mask=spiculated
-margin``): :func:`probe_terms` gives one row of terms per image.
+layout's density, BI-RADS, findings and lesion descriptors, any manifest's yes/no columns), its
+finding boxes and, where it has a ``mask_path`` column, the keys of each image's mask file.
+Each becomes a *term* ``field=value`` (``mass_shape=irregular``, ``density=c``, ``mass=true``,
+``mask=spiculated margin``): :func:`probe_terms` gives one row of terms per image.
 
 An :class:`AnnotationMap` says which concept strings a term stands for: the rows of a table
 (the bundled ``annotation_map.csv``, plus the user's), and two rules that need no row: a value
@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from mammodissect.errors import MammodissectError
-from mammodissect.probe.dataset import Probe, is_path_column
+from mammodissect.probe.dataset import BOX_COLUMNS, Probe, is_path_column
 from mammodissect.textfile import read_utf8
 
 __all__ = [
@@ -162,7 +162,8 @@ def probe_terms(probe: Probe) -> ProbeTerms:
     ``field=value`` for each value of the cell (see :func:`normalize`; a column of 0 and 1
     also gives ``field=true`` where 1); id, path, split and free-text columns are left out.
     A ``mask_path`` column gives ``mask=key`` for every non-empty mask in the image's mask
-    file.
+    file; each finding box gives ``findings=name`` for its finding names and ``column=value``
+    for its descriptor columns (CBIS-DDSM's ``mass_shape``, ...).
 
     Raises
     ------
@@ -191,6 +192,13 @@ def probe_terms(probe: Probe) -> ProbeTerms:
         if "mask_path" in labels.columns:
             for row, rel in enumerate(labels["mask_path"]):
                 rows[row].update(_mask_terms(probe, row, rel))
+    if probe.boxes is not None:  # each box: its finding names and descriptor columns
+        extra = [c for c in probe.boxes.columns if c not in BOX_COLUMNS]
+        for box in probe.boxes.to_dict("records"):
+            found = rows[probe.position(str(box["image_id"]))]
+            found.update(box_terms("findings", box["finding"]))
+            for column in extra:
+                found.update(box_terms(column, box[column]))
     terms = tuple(sorted(set().union(*rows)))
     index = {term: j for j, term in enumerate(terms)}
     present = np.zeros((len(probe), len(terms)), dtype=bool)

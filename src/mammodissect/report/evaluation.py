@@ -130,10 +130,18 @@ def _planted(table: pd.DataFrame | None, info: dict[str, Any]) -> str:
             facts.append((label, shown))
     if summary.get("median_rank") is not None:
         facts.append(("median rank of the planted concept", f"{summary['median_rank']:g}"))
+    ceiling = summary.get("annotation_ceiling") or {}
+    for key, label in (("top1_recovery", "with the annotations as S: top-1"),
+                       ("top5_recovery", "with the annotations as S: top 5")):  # fmt: skip
+        shown = _with_interval(ceiling, key)
+        if shown is not None:
+            facts.append((label, shown))
     return (
         '<h3>Planted units</h3><p class="muted">Synthetic units that are blurred copies of '
         "one concept's masks, scored with the run's dissector and similarity function: how "
-        f"often the known answer comes back.</p>{pg.facts_html(facts)}"
+        "often the known answer comes back; and scored with S from the probe's own annotations "
+        "(the annotation dissector): the ceiling of the similarity function on this probe, "
+        f"which the dissector's view can only lower.</p>{pg.facts_html(facts)}"
         f'<div class="wrap">{pg.table_html(table)}</div>'
     )
 
