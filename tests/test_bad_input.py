@@ -180,7 +180,7 @@ def test_a_rerun_replaces_every_output_of_the_earlier_run(
     assert main(run_args(planted_probe, out, other, "--quiet")) == 0
     left = {p.name for p in out.iterdir()}
     assert left.isdisjoint(DERIVED_FILES) and "boxes.csv" not in left
-    assert left == {*RUN_FILES, "notes.txt"} - {"boxes.csv"}  # the user's own file stays
+    assert left == {*RUN_FILES, "notes.txt"} - {"boxes.csv", "detectability.csv"}  # yours stay
     assert set(pd.read_csv(out / "neurons.csv")["concept"]) == {"red", "wood"}
 
 

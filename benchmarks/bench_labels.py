@@ -1,0 +1,155 @@
+"""Are the labels right where the truth is known? Planted units on phantoms, labelled with the
+dissector, with the dissector restricted by its audit, and with the annotations as S.
+
+Planted units (:mod:`mammodissect.evaluate.planted`: one known detector per masked concept) are
+scored with soft-WPMI (its defaults) against S from
+
+- ``dissector``: phantom-clip over the whole concept set (``birads+controls``);
+- ``audit>=X``: the same, scored only over the concepts its audit sees at AUROC >= X (controls
+  unless flagged for leakage), as ``run --detectability --min-auroc X`` does; a planted unit
+  whose concept the restriction drops counts as a miss in the ``top1``/``top5`` columns, and
+  ``kept_top1`` gives the rate among the units whose concept stays;
+- ``annotations``: the annotation dissector (S = the probe's own annotations): the ceiling.
+
+The audit is made on the probe itself (as a user would run it) unless ``--audit-seed`` names
+another phantom seed: then the restriction is chosen on phantoms the measured probe does not
+hold (a held-out audit). Everything runs on the CPU and is cached like a run (in the default
+cache folder, ``$MAMMODISSECT_CACHE_DIR``).
+
+    python benchmarks/bench_labels.py --seed 2026                    # the demo's probe
+    python benchmarks/bench_labels.py --seed 7777 --audit-seed 2026  # another seed, held-out audit
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import numpy as np
+import pandas as pd
+import torch
+
+from mammodissect import audit
+from mammodissect import concepts as concept_sets
+from mammodissect.analysis.detectability import Detectability
+from mammodissect.concepts.encode import score_matrix, scored_concepts
+from mammodissect.config import default_cache_dir
+from mammodissect.evaluate.masks import mask_source
+from mammodissect.evaluate.planted import PlantedLayer, plant, recovery
+from mammodissect.models import load_dissector
+from mammodissect.models.annotation_models import AnnotationDissector
+from mammodissect.models.spec import parse_spec
+from mammodissect.phantom import generate, write_phantoms
+from mammodissect.probe import load_probe
+from mammodissect.probe.annotations import read_map
+from mammodissect.record import record_embeddings
+from mammodissect.similarity import soft_wpmi
+
+
+def _probe(folder: Path, images: int, seed: int) -> Path:
+    manifest = folder / f"phantoms-s{seed}-n{images}" / "manifest.csv"
+    if not manifest.is_file():
+        write_phantoms(manifest.parent, generate(images, seed=seed))
+    return manifest
+
+
+def _sublayer(layer: PlantedLayer, keep: list[bool]) -> PlantedLayer:
+    picked = [j for j, k in enumerate(keep) if k]
+    return PlantedLayer(
+        [layer.concepts[j] for j in picked], [layer.images[j] for j in picked],
+        layer.activations[:, picked], layer.settings, layer.notes,
+    )  # fmt: skip
+
+
+def _score(layer, s, names, controls, all_units):
+    """Recovery over the layer's units; misses for planted concepts the restriction dropped."""
+    kept = [c in set(names) for c in layer.concepts]
+    sub = _sublayer(layer, kept)
+    found = recovery(sub, s, names, soft_wpmi, {}, bootstrap=0)
+    table = found.table
+    control_labels = int(table["label"].map(lambda c: controls.get(c, False)).sum())
+    return {
+        "concepts": len(names),
+        "units_kept": f"{len(sub.concepts)}/{all_units}",
+        "top1": round(float(table["top1_match"].sum()) / all_units, 3),
+        "top5": round(float(table["top5_match"].sum()) / all_units, 3),
+        "kept_top1": round(float(table["top1_match"].mean()), 3) if len(table) else np.nan,
+        "control_labels": control_labels,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=2026, help="probe phantoms' seed (2026)")
+    parser.add_argument("--images", type=int, default=300, help="phantoms in the probe (300)")
+    parser.add_argument("--audit-seed", type=int, help="audit on phantoms of this seed instead")
+    parser.add_argument("--dissector", default="phantom-clip")
+    parser.add_argument("--concepts", default="birads+controls")
+    parser.add_argument("--work", help="folder for the phantoms (default: a temporary one)")
+    opts = parser.parse_args()
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(opts.work or tmp)
+        manifest = _probe(work, opts.images, opts.seed)
+        audited = _probe(work, opts.images, opts.audit_seed) if opts.audit_seed else manifest
+        concepts = concept_sets.load(opts.concepts)
+        dissector = load_dissector(opts.dissector)
+        found = audit(dissector, audited, concepts, bootstrap=0, quiet=True, num_workers=0)
+        detect = Detectability(
+            found.detectability, frozenset(found.info["flagged_controls"]), "audit"
+        )
+        probe = load_probe(manifest)
+        embedded = record_embeddings(
+            dissector, probe, cache_root=default_cache_dir(), progress=False
+        )
+        rows = embedded.rows.tolist()
+        texts, _ = concept_sets.encode_concepts(dissector, concepts)
+        s = score_matrix(dissector, embedded.embeddings(), texts)
+        names = list(concepts.concepts)
+        layer = plant(probe, rows, mask_source(probe, names), names, pooling="mean", quiet=True)
+        controls = dict(zip(names, [c is True for c in concepts.control], strict=True))
+        units = len(layer.concepts)
+        results = {"dissector": _score(layer, s, names, controls, units)}
+        for threshold in (0.8, 0.9):
+            keep, _ = detect.visible(concepts, threshold)
+            kept = [c for c, k in zip(names, keep, strict=True) if k]
+            results[f"audit>={threshold}"] = _score(
+                layer, s[:, torch.from_numpy(keep)], kept, controls, units
+            )
+        truth = AnnotationDissector(read_map(), parse_spec("annotations"))
+        truth.bind_probe(probe)
+        t = truth.encode_texts(names)
+        present = score_matrix(truth, truth.encode_rows(rows), t)
+        keep = scored_concepts(truth, present, t)
+        kept = [c for c, k in zip(names, keep, strict=True) if k]
+        results["annotations"] = _score(
+            layer, present[:, torch.from_numpy(keep)], kept, controls, units
+        )
+    summary = found.info["summary"]
+    where = (
+        f"audit on seed {opts.audit_seed} (held out)" if opts.audit_seed else "audit on the probe"
+    )
+    print(
+        f"probe: {opts.images} phantoms, seed {opts.seed}; {where}; {opts.dissector} over "
+        f"{opts.concepts}; {units} planted units; soft-WPMI defaults"
+    )
+    print(
+        f"audit: {found.info['counts']['annotated_concepts']} annotated concepts, median AUROC "
+        f"{summary['median_auroc']}, share >= 0.9 {summary['share_auroc_at_least_0.9']}, >= 0.8 "
+        f"{summary['share_auroc_at_least_0.8']}; controls flagged for leakage "
+        f"{found.info['counts']['flagged_controls']} of {found.info['counts']['controls']} "
+        f"(median leakage {summary['median_leakage']})"
+    )
+    print(pd.DataFrame(results).T.to_string())
+    print(f"({time.perf_counter() - started:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
