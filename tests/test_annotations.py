@@ -275,3 +275,34 @@ def test_evaluate_scores_planted_units_with_the_annotations_beside_the_dissector
     assert (table["annotation_label"] == table["concept"]).all()
     ceiling = result.info["planted"]["annotation_ceiling"]
     assert ceiling["top1_recovery"] == 1.0 and ceiling["units"] == len(planted.CONCEPTS)
+
+
+def test_planted_units_with_the_annotations_are_recovered_unless_inseparable(tmp_path):
+    """Every planted unit gets its own concept at rank 1 from the annotation dissector, except
+    where another concept is annotated on exactly the same images (the same column of S: the
+    phantoms draw the pectoral muscle on every MLO view and nowhere else)."""
+    import torch
+
+    from mammodissect.evaluate.masks import mask_source
+    from mammodissect.evaluate.planted import plant, recovery
+    from mammodissect.phantom import generate, write_phantoms
+    from mammodissect.similarity import soft_wpmi
+
+    probe = load_probe(write_phantoms(tmp_path / "ph", generate(60, seed=11)))
+    names = list(concept_sets.load("birads+controls").concepts)
+    dissector = load_dissector("annotations")
+    dissector.bind_probe(probe)
+    texts = dissector.encode_texts(names)
+    s = score_matrix(dissector, dissector.encode_rows(range(len(probe))), texts)
+    keep = scored_concepts(dissector, s, texts)
+    kept = [c for c, k in zip(names, keep, strict=True) if k]
+    s = s[:, torch.from_numpy(keep)]
+    layer = plant(probe, list(range(len(probe))), mask_source(probe, names), names, quiet=True)
+    table = recovery(layer, s, kept, soft_wpmi, {"top_k": 20}, bootstrap=0).table
+    assert len(table) >= 20
+    for row in table.itertuples():
+        if not row.top1_match:
+            same = torch.equal(s[:, kept.index(row.concept)], s[:, kept.index(row.label)])
+            assert same, (row.concept, row.label)
+    missed = table.loc[~table["top1_match"].astype(bool), "concept"].tolist()
+    assert set(missed) <= {"pectoral muscle"}, missed
