@@ -227,6 +227,8 @@ def test_labels_from_visible_concepts_only(planted_probe, tmp_path):
     html = (tmp_path / "all" / "report.html").read_text()
     assert "AUROC of concept 1 (audit)" in html  # the unit table's column
     assert '<span class="muted">AUROC 0.95</span>' in html  # unit 0's card
+    assert '<section id="sec-audit"><h2>What the dissector sees</h2>' in html
+    assert "controls flagged for leakage</dt><dd>red" in html
 
     _run(planted_probe, concepts, tmp_path / "vis", "--detectability", str(audited),
          "--min-auroc", "0.9")  # fmt: skip

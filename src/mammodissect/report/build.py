@@ -31,6 +31,7 @@ import pandas as pd
 from mammodissect.analysis.evaluated import evaluation_table
 from mammodissect.errors import MammodissectError
 from mammodissect.report import page as pg
+from mammodissect.report.audit import audit_link, audit_section
 from mammodissect.report.data import (
     CompareData,
     RunData,
@@ -376,15 +377,17 @@ def _run_page(
     evaluated = "grounded" in table.columns
     evaluation = evaluation_section(run.path)
     evaluation_link = '<a href="#sec-evaluation">evaluation</a>' if evaluation else ""
+    audit = audit_section(run.path, run.info)
+    links = evaluation_link + audit_link(audit)
     body = f"""
 <header><h1>mammodissect report: run {escape(run.name)}</h1>
-<nav><a href="#sec-summary">summary</a>{evaluation_link}<a href="#sec-units">units</a>
+<nav><a href="#sec-summary">summary</a>{links}<a href="#sec-units">units</a>
 <a href="#sec-cards">cards</a></nav>
 {pg.facts_html(run_facts(run.info))}</header>
 <section id="sec-summary"><h2>Summary per layer</h2>
 <p class="muted">A unit passes when its top-1 score is at least its layer's mean (the local
 threshold).{" Grounding and the null baseline come from evaluation.csv." if evaluated else ""}</p>
-{figure_html}<div class="wrap">{summary_html}</div></section>{evaluation}
+{figure_html}<div class="wrap">{summary_html}</div></section>{evaluation}{audit}
 <section id="sec-units"><h2>Units</h2>
 <div class="controls">
 <label>filter <input id="filter" type="search" placeholder="layer, unit, concept, category"></label>
