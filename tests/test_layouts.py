@@ -423,9 +423,10 @@ def test_embed_2d_images_with_clinical_labels(tmp_path: Path) -> None:
     _csv(root / "tables" / embed.METADATA_TABLES[0], meta)
     clinical = [
         {"empi_anon": "101", "acc_anon": "2001", "side": "L", "asses": "S", "tissueden": 3,
-         "path_severity": 0, "desc": "MG Diagnostic Left"},
+         "path_severity": 0, "desc": "MG Diagnostic Left", "massshape": "X", "calcfind": None},
         {"empi_anon": "101", "acc_anon": "2001", "side": "R", "asses": "N", "tissueden": 3,
-         "path_severity": None, "desc": "MG Diagnostic Left"},
+         "path_severity": None, "desc": "MG Diagnostic Left", "massshape": None,
+         "calcfind": None},
     ]  # fmt: skip
     _csv(root / "tables" / embed.CLINICAL_TABLES[0], clinical)
     for name in ("1.2.840.1", "1.2.840.2"):  # the C-view file is not there: it is not listed
@@ -444,6 +445,8 @@ def test_embed_2d_images_with_clinical_labels(tmp_path: Path) -> None:
     assert (left["density"], left["birads"], left["path_severity"]) == ("C", 4, 0)
     assert (right["density"], right["birads"], right["view"]) == ("C", 1, "MLO")
     assert (left["cohort"], left["image_type"]) == ("cohort_1", "2D")
+    assert left["massshape"] == "X" and pd.isna(right["massshape"])  # codes, as the table has
+    assert "massmargin" not in labels.columns  # a descriptor the table lacks
     assert "manufacturer" not in labels.columns and "Manufacturer" not in labels.columns
     boxes = probe.boxes
     assert boxes is not None and len(boxes) == 1

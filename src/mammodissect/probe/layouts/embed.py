@@ -10,7 +10,9 @@ under a prefix of the data provider's machine, so the reader matches its tail un
 the dataset folder. ``tables/EMBED_OpenData_clinical.csv`` has one row per finding of
 an exam: ``acc_anon``, ``side`` (L, R, B or empty), ``asses`` (BI-RADS letter:
 A=0, N=1, B=2, P=3, S=4, M=5, K=6), ``tissueden`` (1-4 = density A-D, 5 = male),
-``path_severity`` (0 = invasive cancer ... 6); it is joined on the exam and the side.
+``path_severity`` (0 = invasive cancer ... 6) and the finding descriptors ``massshape,
+massmargin, massdens, calcfind, calcdistri`` (passed to the labels as the table codes them,
+the codes of the image's side joined with ``|``); it is joined on the exam and the side.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from mammodissect.probe.layouts._common import (
     Collector,
     check_missing,
     dataset_root,
+    join_unique,
     literal,
     locate,
     make_probe,
@@ -139,10 +142,15 @@ class _PathFinder:
         return None
 
 
-def _clinical(
-    path: Path,
-) -> dict[str, list[tuple[str, int | None, Any, Any, Any]]]:
-    """Clinical rows per exam: (side, BI-RADS, density letter, path severity, description)."""
+#: One clinical row: side, BI-RADS, density letter, path severity, description, descriptors.
+_Finding = tuple[str, int | None, Any, Any, Any, dict[str, str]]
+#: The clinical table's finding descriptors, passed to the labels as the table codes them.
+DESCRIPTORS = ("massshape", "massmargin", "massdens", "calcfind", "calcdistri")
+
+
+def _clinical(path: Path) -> dict[str, list[_Finding]]:
+    """Clinical rows per exam: (side, BI-RADS, density letter, path severity, description,
+    descriptor codes)."""
     table = read_table(path, layout=NAME, rename=False)
     acc = _column(table, "acc_anon")
     if acc is None:
@@ -152,7 +160,8 @@ def _clinical(
     side, asses = _column(table, "side"), _column(table, "asses")
     density, severity = _column(table, "tissueden"), _column(table, "path_severity")
     desc = _column(table, "desc")
-    exams: dict[str, list[tuple[str, int | None, Any, Any, Any]]] = {}
+    described = {name: column for name in DESCRIPTORS if (column := _column(table, name))}
+    exams: dict[str, list[_Finding]] = {}
     for row in table.to_dict("records"):
         exams.setdefault(text(row[acc]), []).append(
             (
@@ -161,6 +170,7 @@ def _clinical(
                 norm_density(_cell(row, density)),
                 _cell(row, severity),
                 text(_cell(row, desc)),
+                {name: text(row[column]) for name, column in described.items()},
             )
         )
     return exams
@@ -224,7 +234,7 @@ def read(
     n_roi, roi = _column(table, "num_roi"), _column(table, "ROI_coords")
     if kind is None:
         logger.warning("embed: '%s' has no FinalImageType column; keeping every row", metadata.name)
-    exams: dict[str, list[tuple[str, int | None, Any, Any, Any]]] = {}
+    exams: dict[str, list[_Finding]] = {}
     clinical_file = None
     if clinical:
         clinical_file = next(
@@ -304,9 +314,7 @@ def read(
     )
 
 
-def _clinical_labels(
-    findings: list[tuple[str, int | None, Any, Any, Any]], laterality: Any
-) -> dict[str, Any]:
+def _clinical_labels(findings: list[_Finding], laterality: Any) -> dict[str, Any]:
     """Density, BI-RADS, pathology severity and description of one image's exam findings."""
     side = laterality if isinstance(laterality, str) else ""
     matching = [f for f in findings if f[0] in ("", "B") or not side or f[0] == side]
@@ -318,9 +326,15 @@ def _clinical_labels(
             severities.append(int(float(text(finding[3]))))
         except ValueError:
             continue
+    codes = {
+        name: join_unique(f[5].get(name) for f in matching) or None
+        for name in DESCRIPTORS
+        if any(name in f[5] for f in findings)
+    }
     return {
         "density": densities[0] if densities else None,
         "birads": min(birads, key=_SEVERITY.index) if birads else None,
         "path_severity": min(severities) if severities else None,
         "exam_description": next((f[4] for f in findings if f[4]), None),
+        **codes,
     }
