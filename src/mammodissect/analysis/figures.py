@@ -357,7 +357,7 @@ def plot_detectability(table: pd.DataFrame, stem: Path) -> list[Path]:
     n = len(rows)
     y = np.arange(n)[::-1]
     with _style():
-        fig = _figure(7.5, min(60.0, max(3.0, 0.17 * n + 1.2)))
+        fig = _figure(9.0, min(60.0, max(3.0, 0.17 * n + 1.2)))
         ax = fig.add_subplot()
         seen = rows["category"].to_numpy()
         for i, category in enumerate(dict.fromkeys(seen)):
@@ -374,8 +374,8 @@ def plot_detectability(table: pd.DataFrame, stem: Path) -> list[Path]:
         ax.set_yticks(y, labels, fontsize=6)
         ax.set_ylim(-0.5, n - 0.5)
         ax.set_xlim(0, 1.0)
-        ax.set_xlabel("AUROC of the concept's cosine for the images annotated with it")
-        ax.set_title("What the dissector sees: detectability per annotated concept")
+        ax.set_xlabel("AUROC: cosine vs. annotated images")
+        ax.set_title("Detectability per annotated concept")
         return _save(fig, stem)
 
 
