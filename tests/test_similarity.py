@@ -17,6 +17,8 @@ import torch
 from mammodissect.errors import MammodissectError
 from mammodissect.similarity import (
     SIMILARITIES,
+    auprc,
+    correlation,
     cos_similarity,
     cos_similarity_cubed,
     get_similarity,
@@ -122,6 +124,34 @@ def ref_rank_reorder(S, A, top_fraction=0.05, p=3.0, scale_p=0.5, seed=0):
 # --------------------------------------------------------------------------------------------
 
 
+def ref_correlation(S, A):
+    out = np.zeros((A.shape[1], S.shape[1]))
+    for unit in range(A.shape[1]):
+        a = A[:, unit] - A[:, unit].mean()
+        a = a / max(np.linalg.norm(a), 1e-12)
+        for m in range(S.shape[1]):
+            s = S[:, m] - S[:, m].mean()
+            out[unit, m] = float(a @ (s / max(np.linalg.norm(s), 1e-12)))
+    return out
+
+
+def ref_auprc(S, A, top_fraction=0.05):
+    """From the definition: positives are the unit's top images; for each positive, precision
+    at the threshold of its score (every image scoring at least as high counts)."""
+    n = S.shape[0]
+    k = max(1, int(n * top_fraction))
+    out = np.zeros((A.shape[1], S.shape[1]))
+    for unit in range(A.shape[1]):
+        positives = set(ref_top(A[:, unit], k).tolist())
+        for m in range(S.shape[1]):
+            total = 0.0
+            for i in positives:
+                above = [j for j in range(n) if S[j, m] >= S[i, m]]
+                total += sum(j in positives for j in above) / len(above)
+            out[unit, m] = total / k
+    return out
+
+
 def f32(x: np.ndarray) -> np.ndarray:
     """Round to float32 and back, so the reference sees exactly the values we compute on."""
     return x.astype(np.float32).astype(np.float64)
@@ -217,6 +247,32 @@ def test_cos_similarity_cubed_matches_reference(case):
     S, A = make_data(n, m, k, seed=4 * n + m + k, kind=kind)
     ref = ref_cos_cubed(S, A)
     assert_close(cos_similarity_cubed(S, A), ref, scale=np.abs(ref).max())
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_correlation_matches_reference(case):
+    n, m, k, kind = case
+    S, A = make_data(n, m, k, seed=6 * n + m + k, kind=kind)
+    assert_close(correlation(S, A), ref_correlation(S, A), scale=1.0)
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_auprc_matches_reference(case):
+    n, m, k, kind = case
+    S, A = make_data(n, m, k, seed=7 * n + m + k, kind=kind)
+    assert_close(auprc(S, A), ref_auprc(S, A), scale=1.0)
+    assert_close(auprc(S, A, top_fraction=0.3), ref_auprc(S, A, 0.3), scale=1.0)
+
+
+def test_auprc_known_answers():
+    # 4 images, the unit's top 2 (top_fraction 0.5) are images 0 and 1
+    A = np.array([[4.0], [3.0], [2.0], [1.0]])
+    S = np.array([[0.9, 0.1, 0.5], [0.8, 0.2, 0.5], [0.1, 0.9, 0.5], [0.2, 0.8, 0.5]])
+    # concept 0 ranks both positives first: 1; concept 1 last: (1/3 + 2/4) / 2; concept 2 ties
+    # everything: precision 2/4 at the one threshold
+    np.testing.assert_allclose(
+        auprc(S, A, top_fraction=0.5).numpy()[0], [1.0, (1 / 3 + 2 / 4) / 2, 0.5], rtol=1e-6
+    )
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
@@ -338,7 +394,7 @@ def test_chunking_does_not_change_results(name):
     whole = func(S, A)
     # units are independent: the gather kernels are bitwise identical under any chunking; the
     # cosine ones end in a matrix product whose BLAS blocking depends on the chunk's shape
-    tol = 1e-6 if name.startswith("cos") else 0.0
+    tol = 1e-6 if name in ("cos_similarity", "cos_similarity_cubed", "correlation") else 0.0
     for params in ({"max_memory_mb": 1e-4}, {"chunk_size": 1}, {"chunk_size": 4}):
         torch.testing.assert_close(func(S, A, **params), whole, rtol=tol, atol=tol)
 
@@ -445,6 +501,8 @@ def test_registry_and_lookup():
         "cos_similarity",
         "cos_similarity_cubed",
         "rank_reorder",
+        "correlation",
+        "auprc",
     }
     for name, func in SIMILARITIES.items():
         assert get_similarity(name) is func

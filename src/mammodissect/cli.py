@@ -15,6 +15,7 @@ from mammodissect.config import RunConfig
 from mammodissect.errors import MammodissectError
 from mammodissect.models.spec import PHANTOM_C_TASKS
 from mammodissect.precision import PRECISIONS
+from mammodissect.similarity import SIMILARITIES
 from mammodissect.values import parse_assignments
 
 __all__ = ["main"]
@@ -109,7 +110,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--similarity",
         help=_help(
-            "similarity", "soft_wpmi, wpmi, cos_similarity, cos_similarity_cubed or rank_reorder"
+            "similarity", f"one of {', '.join(SIMILARITIES)}"
         ),
     )
     p.add_argument(
@@ -725,7 +726,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--similarities",
         help="also relabel every unit with each of these similarity functions (comma-separated, "
-        "e.g. soft_wpmi,wpmi,cos_similarity,cos_similarity_cubed,rank_reorder) on the cached "
+        f"of {','.join(SIMILARITIES)}) on the cached "
         "activations and score each against the same grounding: similarities.csv/.png",
     )
     p.add_argument(

@@ -51,6 +51,8 @@ from mammodissect.errors import MammodissectError
 
 __all__ = [
     "SIMILARITIES",
+    "auprc",
+    "correlation",
     "cos_similarity",
     "cos_similarity_cubed",
     "get_similarity",
@@ -646,6 +648,159 @@ def cos_similarity_cubed(
     return _column_similarity(S, A, _cubed_columns, device, chunk_size, max_memory_mb, 4)
 
 
+def _centred_unit_columns(x: torch.Tensor) -> torch.Tensor:
+    """Centre each column over the rows, then divide it by its L2 norm (floored at 1e-12)."""
+    return _unit_columns(x - x.mean(dim=0, keepdim=True))
+
+
+def correlation(
+    S: Matrix,
+    A: Matrix,
+    *,
+    device: DeviceLike = None,
+    chunk_size: int | None = None,
+    max_memory_mb: float = 512,
+) -> torch.Tensor:
+    r"""Pearson correlation between each unit's and each concept's column over the images.
+
+    .. math::
+
+        \tilde x = \frac{x - \bar x}{\max(\lVert x - \bar x\rVert_2, 10^{-12})}, \quad
+        score = \tilde A^\top \tilde S
+
+    (the z-scored columns' product divided by ``N``, as Neuron_Eval defines it). A constant
+    column scores 0 against everything.
+
+    Parameters
+    ----------
+    S : torch.Tensor or numpy.ndarray
+        ``N x M`` image-concept similarities (cosines, or calibrated probabilities).
+    A : torch.Tensor or numpy.ndarray
+        ``N x K`` activations of the units on the same ``N`` images, in the same order.
+    device : str or torch.device, optional
+        Compute device; default: the device of ``S`` if it is a tensor, else the CPU.
+    chunk_size : int, optional
+        Units per chunk; overrides ``max_memory_mb``.
+    max_memory_mb : float, default 512
+        Budget for the temporary per-chunk buffers.
+
+    Returns
+    -------
+    torch.Tensor
+        ``K x M`` float32 scores in ``[-1, 1]`` on the compute device.
+
+    Raises
+    ------
+    MammodissectError
+        Malformed inputs (not 2-D, different ``N``, empty, non-finite) or parameters.
+    """
+    return _column_similarity(S, A, _centred_unit_columns, device, chunk_size, max_memory_mb, 3)
+
+
+# --------------------------------------------------------------------------------------------
+# Average precision
+# --------------------------------------------------------------------------------------------
+
+
+def _last_of_runs(sorted_values: torch.Tensor, dim: int) -> torch.Tensor:
+    """For values sorted along ``dim``: the position (0-based) of the last element of each
+    element's run of equal values."""
+    n = sorted_values.shape[dim]
+    shape = [1] * sorted_values.dim()
+    shape[dim] = n
+    pos = torch.arange(n, device=sorted_values.device).view(shape).expand_as(sorted_values)
+    ends = torch.ones_like(sorted_values, dtype=torch.bool)
+    body = [slice(None)] * sorted_values.dim()
+    head, tail = list(body), list(body)
+    head[dim], tail[dim] = slice(0, n - 1), slice(1, n)
+    ends[tuple(head)] = sorted_values[tuple(head)] != sorted_values[tuple(tail)]
+    marked = torch.where(ends, pos, torch.full_like(pos, n - 1))
+    return torch.flip(torch.cummin(torch.flip(marked, [dim]), dim=dim).values, [dim])
+
+
+def _inclusive_ranks(s: torch.Tensor) -> torch.Tensor:
+    """(N, M) -> R with R[i, m] = the number of images whose S[., m] is at least S[i, m]."""
+    values, order = torch.sort(s, dim=0, descending=True, stable=True)
+    ranks = torch.empty_like(s)
+    ranks.scatter_(0, order, (_last_of_runs(values, 0) + 1).to(s.dtype))
+    return ranks
+
+
+def auprc(
+    S: Matrix,
+    A: Matrix,
+    *,
+    top_fraction: float = 0.05,
+    device: DeviceLike = None,
+    chunk_size: int | None = None,
+    max_memory_mb: float = 512,
+) -> torch.Tensor:
+    r"""Average precision of each concept's column for finding each unit's top images.
+
+    Unit ``k``'s positives ``P_k`` are its ``T = max(1, int(N * top_fraction))`` top images
+    (Neuron_Eval's top-alpha activations, ``alpha = top_fraction``; chosen as ``B_k`` is: ties
+    to the lower image index). Concept ``m`` ranks all ``N`` images by ``S[., m]``; with
+    ``R[i, m]`` the number of images whose ``S[., m]`` is at least ``S[i, m]`` (tied
+    images share one threshold, the last of their run),
+
+    .. math::
+
+        score[k, m] = \frac{1}{T} \sum_{i \in P_k}
+            \frac{\lvert\{ j \in P_k : R[j, m] \le R[i, m] \}\rvert}{R[i, m]}
+
+    the area under the step-wise precision-recall curve (as
+    :func:`mammodissect.metrics.average_precision_columns` computes it), in ``(0, 1]``;
+    ``T / N`` is a concept that ranks the images at random. Use calibrated probabilities or
+    cosines alike: only each column's order matters. Cost grows with ``T``: the positives'
+    ranks (``T x M`` per unit) are sorted.
+
+    Parameters
+    ----------
+    S : torch.Tensor or numpy.ndarray
+        ``N x M`` image-concept similarities.
+    A : torch.Tensor or numpy.ndarray
+        ``N x K`` activations of the units on the same ``N`` images, in the same order.
+    top_fraction : float, default 0.05
+        Fraction of the images that are a unit's positives, in ``(0, 1]``.
+    device : str or torch.device, optional
+        Compute device; default: the device of ``S`` if it is a tensor, else the CPU.
+    chunk_size : int, optional
+        Units per chunk; overrides ``max_memory_mb``.
+    max_memory_mb : float, default 512
+        Budget for the temporary per-chunk buffers.
+
+    Returns
+    -------
+    torch.Tensor
+        ``K x M`` float32 scores on the compute device.
+
+    Raises
+    ------
+    MammodissectError
+        Malformed inputs (not 2-D, different ``N``, empty, non-finite) or parameters.
+    """
+    top_fraction = _check_float(top_fraction, "top_fraction", low=0.0, high=1.0, low_open=True)
+    s, act = _prepare(S, A, device)
+    n_images, n_concepts = s.shape
+    n_units = act.shape[1]
+    k = max(1, int(n_images * top_fraction))
+    dev = s.device
+    with torch.no_grad():
+        ranks = _inclusive_ranks(s)
+        out = torch.empty(n_units, n_concepts, device=dev, dtype=torch.float32)
+        per_unit = 28 * k * n_concepts  # gathered ranks, their sort, run ends, positions
+        inner = _units_per_chunk(per_unit, n_units, chunk_size, max_memory_mb, dev)
+        for start, idx, _ in _top_blocks(act, k, chunk_size, max_memory_mb):
+            for lo in range(0, idx.shape[0], inner):
+                sub = idx[lo : lo + inner]
+                c = sub.shape[0]
+                mine = ranks.index_select(0, sub.reshape(-1)).view(c, k, n_concepts)
+                mine = torch.sort(mine, dim=1).values
+                found = (_last_of_runs(mine, 1) + 1).to(torch.float32)
+                out[start + lo : start + lo + c] = (found / mine).mean(dim=1)
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # Rank reorder
 # --------------------------------------------------------------------------------------------
@@ -762,6 +917,8 @@ SIMILARITIES: dict[str, Callable[..., torch.Tensor]] = {
     "cos_similarity": cos_similarity,
     "cos_similarity_cubed": cos_similarity_cubed,
     "rank_reorder": rank_reorder,
+    "correlation": correlation,
+    "auprc": auprc,
 }
 
 
@@ -772,7 +929,7 @@ def get_similarity(name: str) -> Callable[..., torch.Tensor]:
     ----------
     name : str
         One of ``soft_wpmi``, ``wpmi``, ``cos_similarity``, ``cos_similarity_cubed``,
-        ``rank_reorder`` (the keys of :data:`SIMILARITIES`).
+        ``rank_reorder``, ``correlation``, ``auprc`` (the keys of :data:`SIMILARITIES`).
 
     Returns
     -------
