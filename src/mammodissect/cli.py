@@ -109,9 +109,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--similarity",
-        help=_help(
-            "similarity", f"one of {', '.join(SIMILARITIES)}"
-        ),
+        help=_help("similarity", f"one of {', '.join(SIMILARITIES)}"),
     )
     p.add_argument(
         "--similarity-param",

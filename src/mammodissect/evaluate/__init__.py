@@ -14,10 +14,12 @@ Modules, one job each: :mod:`~mammodissect.evaluate.source` (the run and its cac
 :mod:`~mammodissect.evaluate.agreement` (label vs truth), :mod:`~mammodissect.evaluate.tables`
 (outputs), :mod:`~mammodissect.evaluate.core` (the pipeline),
 :mod:`~mammodissect.evaluate.similarities` (``compare_similarities``: every similarity setting
-scored against the same grounding, ``similarities.csv``).
+scored against the same grounding, ``similarities.csv``), :mod:`~mammodissect.evaluate.sanity`
+(the missing-labels and extra-labels sanity checks of similarity functions).
 """
 
 from mammodissect.evaluate.core import Evaluation, evaluate
+from mammodissect.evaluate.sanity import planted_sanity, sanity_checks
 from mammodissect.evaluate.similarities import compare_similarities
 
-__all__ = ["Evaluation", "compare_similarities", "evaluate"]
+__all__ = ["Evaluation", "compare_similarities", "evaluate", "planted_sanity", "sanity_checks"]
