@@ -272,3 +272,42 @@ def test_compare_tells_unseen_from_uncaptured_concepts(planted_probe, tmp_path):
         "dissector_cannot_see"] == len(table)  # fmt: skip
     again = compare_runs([tmp_path / "a", tmp_path / "b"], None, min_auroc=0.8)
     assert again.info["uncaptured_split"]["min_auroc"] == 0.8
+
+
+def test_calibrated_probabilities_feed_the_run_and_evaluate_rebuilds_them(planted_probe, tmp_path):
+    from mammodissect.analysis.detectability import read_detectability
+
+    audited = _audit_folder(tmp_path / "audit")
+    table = pd.read_csv(audited / "detectability.csv")
+    table["calibration_slope"] = [20.0, 10.0, -5.0, np.nan]
+    table["calibration_intercept"] = [-4.0, -2.0, 1.0, np.nan]
+    table.to_csv(audited / "detectability.csv", index=False)
+    (audited / "audit.json").write_text(
+        json.dumps({"calibration": {"slope": 8.0, "intercept": -3.0}})
+    )
+    read = read_detectability(audited)
+    cos = torch.tensor([[0.2, 0.3], [0.1, 0.5]])
+    got = read.probabilities(cos, ["planted feature 0", "red"])  # own fit, then the global one
+    expected = torch.sigmoid(
+        torch.tensor([[20 * 0.2 - 4, 8 * 0.3 - 3], [20 * 0.1 - 4, 8 * 0.5 - 3]])
+    )
+    torch.testing.assert_close(got, expected)
+
+    concepts = _flagged_concepts(tmp_path / "concepts.csv")
+    _run(planted_probe, concepts, tmp_path / "cal", "--detectability", str(audited),
+         "--calibrated", "--similarity-param", "top_k=5")  # fmt: skip
+    info = json.loads((tmp_path / "cal" / "run.json").read_text())
+    assert info["config"]["calibrated"] is True and info["detectability"]["calibrated"] is True
+    assert info["detectability"]["calibration"] == {"slope": 8.0, "intercept": -3.0}
+    _run(planted_probe, concepts, tmp_path / "raw", "--detectability", str(audited),
+         "--similarity-param", "top_k=5")  # fmt: skip
+    cal = pd.read_csv(tmp_path / "cal" / "neurons.csv")
+    raw = pd.read_csv(tmp_path / "raw" / "neurons.csv")
+    assert not np.allclose(cal["score"], raw["score"])  # the probabilities, not the cosines
+    from mammodissect.evaluate import evaluate
+
+    result = evaluate(tmp_path / "cal", noise=[], stability_reps=2, bootstrap=20, quiet=True)
+    assert result.info["counts"]["units"] == 6  # its S rebuilt as the run's (scores checked)
+    no_global = _audit_folder(tmp_path / "bare")
+    with pytest.raises(MammodissectError, match="has no global calibration"):
+        read_detectability(no_global).probabilities(cos, ["red", "wood"])

@@ -275,6 +275,9 @@ def _run(config: RunConfig, warned: list[str]) -> Dissection:
     if config.detectability:
         audit = read_detectability(config.detectability)
         seen = audit.describe()
+        if config.calibrated:  # S as the audit's probabilities, for every similarity function
+            cosines = audit.probabilities(cosines, scored.concepts)
+            seen["calibrated"] = True
         if config.min_auroc is not None:  # labels from the concepts the dissector sees
             visible, restriction = audit.visible(scored, float(config.min_auroc))
             if not visible.any():

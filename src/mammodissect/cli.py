@@ -191,6 +191,13 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         "or more (controls stay unless flagged for leakage), e.g. 0.9",
     )
     p.add_argument(
+        "--calibrated",
+        action="store_true",
+        default=None,
+        help="with --detectability: give the similarity function the audit's calibrated "
+        "probabilities (its per-concept logistic fits, else its global one) instead of cosines",
+    )
+    p.add_argument(
         "--no-image-cache",
         dest="cache_images",
         action="store_false",

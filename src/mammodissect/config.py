@@ -66,6 +66,7 @@ class RunConfig:
     anonymize_ids: bool = False
     detectability: str | None = None
     min_auroc: float | None = None
+    calibrated: bool = False
     num_workers: int = 2
     seed: int = 0
     quiet: bool = False
@@ -113,6 +114,13 @@ class RunConfig:
 
         self.prompts = check_prompts(self.prompts)
         check_rule(self.duplicates)
+        if not isinstance(self.calibrated, bool):
+            raise MammodissectError(f"calibrated must be true or false, got {self.calibrated!r}")
+        if self.calibrated and not self.detectability:
+            raise MammodissectError(
+                "calibrated needs an audit: give --detectability DIR (its calibration turns the "
+                "cosines into probabilities)"
+            )
         if self.min_auroc is not None:
             if not self.detectability:
                 raise MammodissectError(

@@ -35,7 +35,7 @@ import pandas as pd
 import torch
 
 from mammodissect import concepts as concept_sets
-from mammodissect.analysis.detectability import DETECTABILITY_FILE, LEAKAGE_FILE
+from mammodissect.analysis.detectability import AUDIT_JSON, DETECTABILITY_FILE, LEAKAGE_FILE
 from mammodissect.analysis.figures import plot_detectability
 from mammodissect.concepts.encode import score_matrix
 from mammodissect.config import default_cache_dir
@@ -66,7 +66,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-AUDIT_JSON = "audit.json"
 #: Columns of detectability.csv, one row per concept with at least one annotated image.
 DETECTABILITY_COLUMNS = [
     "concept", "category", "broad_category", "control", "images", "prevalence", "auroc",

@@ -29,6 +29,7 @@ import torch
 
 from mammodissect import concepts as concept_sets
 from mammodissect.analysis import write_summary
+from mammodissect.analysis.detectability import run_calibration
 from mammodissect.analysis.runs import CONCEPTS_FILE
 from mammodissect.cache import PreparedImageCache
 from mammodissect.concepts.encode import score_matrix
@@ -201,6 +202,14 @@ def evaluate(
             dissector_model, concepts, config.prompts, config.lowercase, cache_root=root
         )
         cosines = score_matrix(dissector_model, source.embeddings(), texts.cpu())
+        calibration = run_calibration(source.run.path, source.run.info)
+        calibrate = (
+            None
+            if calibration is None
+            else lambda s: calibration.probabilities(s, concepts.concepts)
+        )
+        if calibrate is not None:  # the run's S was the audit's probabilities
+            cosines = calibrate(cosines)
     info_sim = source.run.info.get("similarity", {})
     sim_name = info_sim.get("name", config.similarity)
     similarity = get_similarity(sim_name)
@@ -257,7 +266,8 @@ def evaluate(
     if loaded is not None and noise:
         noisy = noise_stability(
             target_model, dissector_model, loaded, source.rows, source.layers, texts,
-            similarity, params, labels, sigmas=noise, seed=seed, quiet=quiet, **recording,
+            similarity, params, labels, sigmas=noise, seed=seed, quiet=quiet,
+            calibrate=calibrate, **recording,
         )  # fmt: skip
         survival.update({_noise_column(s): n.survived for s, n in noisy.items()})
     elif noise:

@@ -33,6 +33,7 @@ import pandas as pd
 import torch
 
 from mammodissect import concepts as concept_sets
+from mammodissect.analysis.detectability import run_calibration
 from mammodissect.analysis.runs import CONCEPTS_FILE, EVALUATION_FILE, SIMILARITIES_FILE
 from mammodissect.concepts.encode import score_matrix
 from mammodissect.config import default_cache_dir
@@ -205,6 +206,9 @@ def compare_similarities(
             model, concepts, config.prompts, config.lowercase, cache_root=root
         )
         cosines = score_matrix(model, source.embeddings(), texts.cpu())
+        calibration = run_calibration(source.run.path, source.run.info)
+        if calibration is not None:  # the run's S was the audit's probabilities
+            cosines = calibration.probabilities(cosines, concepts.concepts)
     activations = {layer: torch.from_numpy(source.activations(layer)) for layer in source.layers}
     run_function = get_similarity(run_name)
     for layer, values in activations.items():  # the cached S and A must give the run's scores

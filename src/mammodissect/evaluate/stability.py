@@ -177,6 +177,7 @@ def noise_stability(
     channels_last: bool = False,
     cache_images: bool = True,
     quiet: bool = False,
+    calibrate: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[float, NoiseStability]:
     """Record the probe with Gaussian noise and check which units keep their top-1 label.
 
@@ -208,6 +209,9 @@ def noise_stability(
         to measure the noise alone.
     quiet:
         No progress bars.
+    calibrate:
+        What the run did to S after the cosines (``run --calibrated``: the audit's
+        probabilities); None for raw cosines.
 
     Returns
     -------
@@ -235,6 +239,8 @@ def noise_stability(
             raise MammodissectError("noise stability runs in one process, not under torchrun")
         at = _positions(recording, rows, probe, sigma)
         cosines = score_matrix(dissector, recording.embeddings()[at], texts.cpu())
+        if calibrate is not None:  # the run's S was the audit's probabilities
+            cosines = calibrate(cosines)
         result = NoiseStability(
             float(sigma),
             caches={
