@@ -49,7 +49,7 @@ from mammodissect.phantom import generate, write_phantoms
 from mammodissect.probe import load_probe
 from mammodissect.probe.annotations import read_map
 from mammodissect.record import record_embeddings
-from mammodissect.similarity import soft_wpmi
+from mammodissect.similarity import SIMILARITIES, get_similarity, soft_wpmi
 
 
 def _probe(folder: Path, images: int, seed: int) -> Path:
@@ -67,11 +67,11 @@ def _sublayer(layer: PlantedLayer, keep: list[bool]) -> PlantedLayer:
     )  # fmt: skip
 
 
-def _score(layer, s, names, controls, all_units):
+def _score(layer, s, names, controls, all_units, similarity=soft_wpmi):
     """Recovery over the layer's units; misses for planted concepts the restriction dropped."""
     kept = [c in set(names) for c in layer.concepts]
     sub = _sublayer(layer, kept)
-    found = recovery(sub, s, names, soft_wpmi, {}, bootstrap=0)
+    found = recovery(sub, s, names, similarity, {}, bootstrap=0)
     table = found.table
     control_labels = int(table["label"].map(lambda c: controls.get(c, False)).sum())
     return {
@@ -92,6 +92,11 @@ def main() -> int:
     parser.add_argument("--dissector", default="phantom-clip")
     parser.add_argument("--concepts", default="birads+controls")
     parser.add_argument("--work", help="folder for the phantoms (default: a temporary one)")
+    parser.add_argument(
+        "--similarities", action="store_true",
+        help="also: every registered similarity function (its defaults) with the dissector's S "
+        "and with the annotations as S",
+    )  # fmt: skip
     opts = parser.parse_args()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -131,6 +136,17 @@ def main() -> int:
         results["annotations"] = _score(
             layer, present[:, torch.from_numpy(keep)], kept, controls, units
         )
+        by_function = {}
+        for name in SIMILARITIES if opts.similarities else ():
+            function = get_similarity(name)
+            dissected = _score(layer, s, names, controls, units, function)
+            truth_s = present[:, torch.from_numpy(keep)]
+            ceiling = _score(layer, truth_s, kept, controls, units, function)
+            by_function[name] = {
+                "dissector_top1": dissected["top1"], "dissector_top5": dissected["top5"],
+                "dissector_controls": dissected["control_labels"],
+                "annotations_top1": ceiling["top1"], "annotations_top5": ceiling["top5"],
+            }  # fmt: skip
     summary = found.info["summary"]
     where = (
         f"audit on seed {opts.audit_seed} (held out)" if opts.audit_seed else "audit on the probe"
@@ -147,6 +163,9 @@ def main() -> int:
         f"(median leakage {summary['median_leakage']})"
     )
     print(pd.DataFrame(results).T.to_string())
+    if by_function:
+        print("planted units by similarity function (soft-WPMI's row above is the default's):")
+        print(pd.DataFrame(by_function).T.to_string())
     print(f"({time.perf_counter() - started:.0f} s)")
     return 0
 
