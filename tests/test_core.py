@@ -105,3 +105,19 @@ def test_config_public_form_has_no_folders():
     )
     text = repr(config.public())
     assert "/site" not in text and "w.pth" in text and "probe" in text
+
+
+def test_verbs_are_callable_and_their_packages_stay_importable():
+    import importlib
+
+    import mammodissect
+
+    for verb, module in (("evaluate", "planted"), ("finetune", "train"), ("report", "build")):
+        package = getattr(mammodissect, verb)
+        assert callable(package) and package.__name__ == f"mammodissect.{verb}"
+        assert importlib.import_module(f"mammodissect.{verb}.{module}").__name__.endswith(module)
+    import mammodissect.evaluate.planted as planted_units
+
+    assert planted_units.plant is not None
+    assert mammodissect.evaluate.sanity_checks.__name__ == "sanity_checks"
+    assert mammodissect.evaluate.__verb__ is mammodissect.evaluate.evaluate

@@ -17,13 +17,13 @@ try:
 except PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0"
 
+# the packages evaluate, finetune and report are callable verbs (see mammodissect.verbs)
+from mammodissect import evaluate, finetune, report
 from mammodissect.api import Dissection, compare, dissect, run, write_summary
 from mammodissect.config import RunConfig
 from mammodissect.dissector_audit import Audit, AuditConfig, audit
 from mammodissect.errors import MammodissectError
-from mammodissect.evaluate import Evaluation, evaluate
-from mammodissect.finetune import finetune
-from mammodissect.report import report
+from mammodissect.evaluate import Evaluation
 
 __all__ = [
     "Audit",

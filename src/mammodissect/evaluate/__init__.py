@@ -23,3 +23,8 @@ from mammodissect.evaluate.sanity import planted_sanity, sanity_checks
 from mammodissect.evaluate.similarities import compare_similarities
 
 __all__ = ["Evaluation", "compare_similarities", "evaluate", "planted_sanity", "sanity_checks"]
+
+# ``mammodissect.evaluate(...)`` runs the verb; ``mammodissect.evaluate.<module>`` stays importable
+from mammodissect.verbs import make_callable
+
+make_callable(__name__, evaluate)

@@ -25,3 +25,8 @@ __all__ = [
     "target_spec",
     "task_labels",
 ]
+
+# ``mammodissect.finetune(...)`` runs the verb; ``mammodissect.finetune.<module>`` stays importable
+from mammodissect.verbs import make_callable
+
+make_callable(__name__, finetune)

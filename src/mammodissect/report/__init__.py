@@ -9,3 +9,8 @@ to the runs' reports).
 from mammodissect.report.build import REPORT_FILE, compare_report, report, run_report
 
 __all__ = ["REPORT_FILE", "compare_report", "report", "run_report"]
+
+# ``mammodissect.report(...)`` runs the verb; ``mammodissect.report.<module>`` stays importable
+from mammodissect.verbs import make_callable
+
+make_callable(__name__, report)
