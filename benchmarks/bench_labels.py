@@ -38,16 +38,14 @@ import torch
 from mammodissect import audit
 from mammodissect import concepts as concept_sets
 from mammodissect.analysis.detectability import Detectability
-from mammodissect.concepts.encode import score_matrix, scored_concepts
+from mammodissect.concepts.encode import score_matrix
 from mammodissect.config import default_cache_dir
 from mammodissect.evaluate.masks import mask_source
 from mammodissect.evaluate.planted import PlantedLayer, plant, recovery
 from mammodissect.models import load_dissector
-from mammodissect.models.annotation_models import AnnotationDissector
-from mammodissect.models.spec import parse_spec
+from mammodissect.models.annotation_models import annotation_truth
 from mammodissect.phantom import generate, write_phantoms
 from mammodissect.probe import load_probe
-from mammodissect.probe.annotations import read_map
 from mammodissect.record import record_embeddings
 from mammodissect.similarity import SIMILARITIES, get_similarity, soft_wpmi
 
@@ -127,21 +125,13 @@ def main() -> int:
             results[f"audit>={threshold}"] = _score(
                 layer, s[:, torch.from_numpy(keep)], kept, controls, units
             )
-        truth = AnnotationDissector(read_map(), parse_spec("annotations"))
-        truth.bind_probe(probe)
-        t = truth.encode_texts(names)
-        present = score_matrix(truth, truth.encode_rows(rows), t)
-        keep = scored_concepts(truth, present, t)
-        kept = [c for c, k in zip(names, keep, strict=True) if k]
-        results["annotations"] = _score(
-            layer, present[:, torch.from_numpy(keep)], kept, controls, units
-        )
+        present, kept, _ = annotation_truth(probe, rows, names)
+        results["annotations"] = _score(layer, present, kept, controls, units)
         by_function = {}
         for name in SIMILARITIES if opts.similarities else ():
             function = get_similarity(name)
             dissected = _score(layer, s, names, controls, units, function)
-            truth_s = present[:, torch.from_numpy(keep)]
-            ceiling = _score(layer, truth_s, kept, controls, units, function)
+            ceiling = _score(layer, present, kept, controls, units, function)
             by_function[name] = {
                 "dissector_top1": dissected["top1"], "dissector_top5": dissected["top5"],
                 "dissector_controls": dissected["control_labels"],

@@ -289,14 +289,10 @@ def test_planted_units_with_the_annotations_are_recovered_unless_inseparable(tmp
     from mammodissect.similarity import soft_wpmi
 
     probe = load_probe(write_phantoms(tmp_path / "ph", generate(60, seed=11)))
+    from mammodissect.models.annotation_models import annotation_truth
+
     names = list(concept_sets.load("birads+controls").concepts)
-    dissector = load_dissector("annotations")
-    dissector.bind_probe(probe)
-    texts = dissector.encode_texts(names)
-    s = score_matrix(dissector, dissector.encode_rows(range(len(probe))), texts)
-    keep = scored_concepts(dissector, s, texts)
-    kept = [c for c, k in zip(names, keep, strict=True) if k]
-    s = s[:, torch.from_numpy(keep)]
+    s, kept, _ = annotation_truth(probe, range(len(probe)), names)
     layer = plant(probe, list(range(len(probe))), mask_source(probe, names), names, quiet=True)
     table = recovery(layer, s, kept, soft_wpmi, {"top_k": 20}, bootstrap=0).table
     assert len(table) >= 20

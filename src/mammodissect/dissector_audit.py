@@ -42,12 +42,10 @@ from mammodissect.config import default_cache_dir
 from mammodissect.errors import MammodissectError
 from mammodissect.metrics import auroc_columns, average_precision_columns
 from mammodissect.models import load_dissector
-from mammodissect.models.annotation_models import AnnotationDissector
+from mammodissect.models.annotation_models import annotation_truth
 from mammodissect.models.configured import resolve_device
 from mammodissect.models.recipes import configure
-from mammodissect.models.spec import parse_spec
 from mammodissect.probe import Probe, load_probe
-from mammodissect.probe.annotations import read_map
 from mammodissect.record import probe_digest, record_embeddings
 from mammodissect.rundir import check_writable
 
@@ -303,8 +301,6 @@ def run_audit(config: AuditConfig) -> Audit:
     model.preprocess = configure(
         model.preprocess, config.dissector_preprocess, config.dissector_image_size, "dissector-"
     )
-    truth_model = AnnotationDissector(read_map(config.annotation_map), parse_spec("annotations"))
-    truth_model.bind_probe(probe)
     timings["load"] = round(time.perf_counter() - started, 3)
 
     device = resolve_device(config.device)
@@ -320,11 +316,12 @@ def run_audit(config: AuditConfig) -> Audit:
             model, concepts, config.prompts, config.lowercase, cache_root=config.cache_root()
         )
         cosines = score_matrix(model, embedded.embeddings(), texts.cpu()).numpy()
-        truth_texts = truth_model.encode_texts(list(concepts.concepts))
-        present = score_matrix(truth_model, truth_model.encode_rows(embedded.rows), truth_texts)
-    present = present.numpy().astype(bool)
+    shown, _, annotated = annotation_truth(
+        probe, embedded.rows, concepts.concepts, config.annotation_map
+    )
+    present = np.zeros(cosines.shape, dtype=bool)
+    present[:, annotated] = shown.numpy() > 0
     frame = concepts.to_frame()
-    annotated = present.any(axis=0)
     if not annotated.any():
         raise MammodissectError(
             f"no concept of {concepts.name!r} is shown by the probe's annotations; nothing to "

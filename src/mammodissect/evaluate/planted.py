@@ -75,6 +75,7 @@ from mammodissect.evaluate.agreement import (
 )
 from mammodissect.evaluate.grounding import image_shape
 from mammodissect.evaluate.masks import MaskSource
+from mammodissect.models.annotation_models import annotation_truth
 from mammodissect.models.frames import frame_size
 from mammodissect.probe import Probe
 
@@ -515,19 +516,9 @@ def annotation_ceiling(
     under ``annotation_ceiling``; the planted concepts are mask keys, so every one of them is
     annotated and scored. Concepts no annotation covers are left out of this S, as a run with
     the annotation dissector leaves them out."""
-    from mammodissect.concepts.encode import score_matrix, scored_concepts
-    from mammodissect.models.annotation_models import AnnotationDissector
-    from mammodissect.models.spec import parse_spec
-    from mammodissect.probe.annotations import read_map
-
-    truth = AnnotationDissector(read_map(), parse_spec("annotations"))
-    truth.bind_probe(probe)
-    texts = truth.encode_texts(concepts)
-    present = score_matrix(truth, truth.encode_rows(list(rows)), texts)
-    keep = scored_concepts(truth, present, texts)
-    kept = [c for c, k in zip(concepts, keep, strict=True) if k]
+    present, kept, _ = annotation_truth(probe, rows, concepts)
     ceiling = recovery(
-        planted.layer, present[:, torch.from_numpy(keep)], kept, similarity, params,
+        planted.layer, present, kept, similarity, params,
         categories=categories, bootstrap=bootstrap, seed=seed,
     )  # fmt: skip
     columns = {

@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from mammodissect.errors import MammodissectError
 from mammodissect.similarity import SIMILARITIES, get_similarity
@@ -157,22 +156,13 @@ def planted_sanity(
     """:func:`sanity_checks` on a probe's planted layer (:func:`mammodissect.evaluate.planted.
     plant`: one known detector per masked concept), the labels being the probe's own
     annotations (as the annotation dissector reads them) over the concepts they show."""
-    from mammodissect.concepts.encode import score_matrix, scored_concepts
     from mammodissect.evaluate.masks import mask_source
     from mammodissect.evaluate.planted import plant
-    from mammodissect.models.annotation_models import AnnotationDissector
-    from mammodissect.models.spec import parse_spec
-    from mammodissect.probe.annotations import read_map
+    from mammodissect.models.annotation_models import annotation_truth
 
-    truth = AnnotationDissector(read_map(), parse_spec("annotations"))
-    truth.bind_probe(probe)
-    texts = truth.encode_texts(list(concepts))
-    present = score_matrix(truth, truth.encode_rows(list(rows)), texts)
-    keep = scored_concepts(truth, present, texts)
-    kept = [c for c, k in zip(concepts, keep, strict=True) if k]
+    present, kept, _ = annotation_truth(probe, rows, concepts)
     layer = plant(probe, rows, mask_source(probe, list(concepts)), list(concepts), **plant_options)
-    labels = present[:, torch.from_numpy(keep)].numpy()
     return sanity_checks(
-        layer.activations, labels, [kept.index(c) for c in layer.concepts], similarities,
+        layer.activations, present.numpy(), [kept.index(c) for c in layer.concepts], similarities,
         params=params, seed=seed, pass_share=pass_share,
     )  # fmt: skip

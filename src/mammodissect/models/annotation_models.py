@@ -15,19 +15,21 @@ that stand for it, and marks itself ``binary``: S is their product clipped to 1.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
+from mammodissect.concepts.encode import score_matrix, scored_concepts
 from mammodissect.errors import MammodissectError
 from mammodissect.models.registry import register
-from mammodissect.models.spec import ModelSpec
+from mammodissect.models.spec import ModelSpec, parse_spec
 from mammodissect.probe import Probe
 from mammodissect.probe.annotations import AnnotationMap, ProbeTerms, probe_terms, read_map
 
-__all__ = ["AnnotationDissector"]
+__all__ = ["AnnotationDissector", "annotation_truth"]
 
 
 def no_pixels(image: np.ndarray) -> torch.Tensor:
@@ -109,6 +111,33 @@ class AnnotationDissector:
     def to(self, device: torch.device | str) -> AnnotationDissector:
         """Nothing to move."""
         return self
+
+
+def annotation_truth(
+    probe: Probe,
+    rows: Sequence[int],
+    concepts: Sequence[str],
+    annotation_map: str | os.PathLike[str] | None = None,
+) -> tuple[torch.Tensor, list[str], np.ndarray]:
+    """S from the probe's own annotations over ``rows``, as a run with ``--dissector
+    annotations`` scores it: only the concepts some annotation covers and some row shows.
+
+    Returns
+    -------
+    present:
+        (rows x kept concepts) 0/1.
+    kept:
+        The concepts kept, in ``concepts`` order.
+    keep:
+        Per concept of ``concepts``, whether it was kept.
+    """
+    truth = AnnotationDissector(read_map(annotation_map), parse_spec("annotations"))
+    truth.bind_probe(probe)
+    texts = truth.encode_texts(list(concepts))
+    present = score_matrix(truth, truth.encode_rows(list(rows)), texts)
+    keep = scored_concepts(truth, present, texts)
+    kept = [c for c, k in zip(concepts, keep, strict=True) if k]
+    return present[:, torch.from_numpy(keep)], kept, keep
 
 
 @register("annotations", "dissector")
