@@ -23,7 +23,7 @@ from mammodissect.evaluate.grounding import (
     iou,
     quantile_thresholds,
 )
-from mammodissect.evaluate.masks import box_mask
+from mammodissect.evaluate.masks import MaskSource, box_mask
 from mammodissect.evaluate.null import null_baseline
 from mammodissect.probe import load_probe
 from mammodissect.similarity import soft_wpmi
@@ -100,6 +100,27 @@ def test_boxes_with_roi_masks_use_the_mask_pixels(tmp_path: Path) -> None:
     assert set(fallback) == {"mass", "calcification"}
     assert fallback["mass"].sum() == 4 and fallback["mass"][2:4, 1:3].all()
     assert source.roi_masks == 1 and source.description == "ROI masks and boxes"
+
+
+def test_mask_classes_group_concepts_with_the_same_regions(planted_probe: Path) -> None:
+    probe = _boxed_probe(planted_probe)
+    boxes = probe.boxes.copy()
+    boxes["finding"] = boxes["finding"].replace({"planted feature 0": "planted feature 0|red"})
+    probe = dataclasses.replace(probe, boxes=boxes)
+    source = MaskSource(probe, planted.CONCEPTS + planted.DISTRACTORS, "boxes")
+    for row in range(len(probe)):
+        masks = source.masks(row, planted.SIZE)
+        if "red" in masks:
+            assert np.array_equal(masks["red"], masks["planted feature 0"])
+    assert source.classes() == [["planted feature 0", "red"]]
+    # one image where "red" marks another region: no longer the same answer
+    boxes.loc[len(boxes)] = {**boxes.iloc[0].to_dict(), "finding": "red", "xmin": 20.0,
+                             "ymin": 12.0, "xmax": 24.0, "ymax": 16.0}  # fmt: skip
+    source = MaskSource(dataclasses.replace(probe, boxes=boxes), [*planted.CONCEPTS, "red"],
+                        "boxes")  # fmt: skip
+    for row in range(len(probe)):
+        source.masks(row, planted.SIZE)
+    assert source.classes() == []
 
 
 def test_quantile_threshold_by_hand() -> None:
@@ -207,6 +228,13 @@ def test_planted_units_above_null_and_agreement(planted_runs: dict) -> None:
     assert wrong.info["overall"]["cosine"] < right.info["overall"]["cosine"] - 0.1
     layer = right.layers.iloc[0]
     assert layer["top1_match_low"] <= layer["top1_match"] <= layer["top1_match_high"]
+    # the fair measure: the right labels are as well grounded as the best concept, the
+    # shuffled ones name another cell (IoU 0 with the unit's maps)
+    assert units["class_top1_match"].astype(bool).all()
+    np.testing.assert_allclose(units["iou_ratio"].astype(float), 1.0)
+    assert right.info["overall"]["iou_ratio"] == pytest.approx(1.0)
+    assert wrong.info["overall"]["iou_ratio"] < 0.3
+    assert right.info["equivalence_classes"] == {"masks": [], "images": []}
     # written tables, no absolute paths in the json
     run_dir = planted_runs["right"]
     text = (run_dir / "evaluation.json").read_text()
@@ -293,6 +321,14 @@ def test_similarity_table_right_beats_shuffled(planted_runs: dict) -> None:
     assert (right["top1_match"].to_numpy() > wrong["top1_match"].to_numpy()).all()
     assert (right["top1_match_low"] <= right["top1_match"]).all()
     assert right["units_above_null_99"].notna().all()
+    # the fair measure and the planted units, re-scored per setting from evaluation_truth.npz
+    assert (right["iou_ratio"].to_numpy() > wrong["iou_ratio"].to_numpy()).all()
+    assert right["planted_units"].eq(6).all()
+    assert (right["planted_top1"].to_numpy() >= wrong["planted_top1"].to_numpy()).all()
+    # measured: every function but rank-reorder recovers all six; rank-reorder, whose score
+    # reorders a unit's two top images (5% of 40), one
+    by_function = right.groupby("similarity")["planted_top1"].min()
+    assert by_function.drop("rank_reorder").eq(1.0).all() and by_function["rank_reorder"] < 0.5
     run_dir = planted_runs["right"]
     written = pd.read_csv(run_dir / "similarities.csv")
     assert written["setting"].tolist() == right["setting"].tolist()

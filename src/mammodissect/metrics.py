@@ -7,7 +7,13 @@ import torch
 
 from mammodissect.errors import MammodissectError
 
-__all__ = ["auroc", "auroc_columns", "average_precision_columns", "recall_at_k"]
+__all__ = [
+    "auroc",
+    "auroc_columns",
+    "average_precision_columns",
+    "precision_matrices",
+    "recall_at_k",
+]
 
 
 def _tie_spans(sorted_columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -91,6 +97,49 @@ def average_precision_columns(scores: np.ndarray, labels: np.ndarray) -> np.ndar
     precision = np.take_along_axis(found, last, axis=0) / (last + 1.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(positives > 0, (precision * hits).sum(axis=0) / positives, np.nan)
+
+
+def precision_matrices(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """AUROC and average precision of every column of ``scores`` (N, K) against every column
+    of ``labels`` (N, C): ``(auroc, ap)``, each (K, C).
+
+    Entry ``[k, c]`` is :func:`auroc_columns` / :func:`average_precision_columns` of score
+    column ``k`` against label column ``c`` (ties handled the same way), with each score
+    column sorted once for all label columns. NaN where a label column holds one class
+    (AUROC) or no positive (average precision).
+
+    Examples
+    --------
+    >>> roc, ap = precision_matrices(np.array([[0.9], [0.8], [0.7], [0.6]]),
+    ...                              np.array([[1, 0], [0, 0], [1, 1], [0, 1]]))
+    >>> roc, ap.round(3)
+    (array([[0.75, 0.  ]]), array([[0.833, 0.417]]))
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels, dtype=bool)
+    if scores.ndim != 2 or labels.ndim != 2 or scores.shape[0] != labels.shape[0]:
+        raise MammodissectError(
+            f"scores must be (N, K) and labels (N, C) over the same N, got {scores.shape} and "
+            f"{labels.shape}"
+        )
+    n = scores.shape[0]
+    order = np.argsort(-scores, axis=0, kind="stable")
+    first, last = _tie_spans(np.take_along_axis(-scores, order, axis=0))
+    ranks = np.empty_like(scores)  # ascending average ranks, 1 = lowest score
+    np.put_along_axis(ranks, order, n - (first + last) / 2.0, axis=0)
+    positives = labels.sum(axis=0).astype(np.float64)
+    negatives = n - positives
+    u = ranks.T @ labels.astype(np.float64) - positives * (positives + 1) / 2.0
+    ap = np.empty((scores.shape[1], labels.shape[1]))
+    for c in range(labels.shape[1]):
+        hits = labels[:, c][order]
+        found = np.cumsum(hits, axis=0)
+        precision = np.take_along_axis(found, last, axis=0) / (last + 1.0)
+        ap[:, c] = (precision * hits).sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        roc = np.where((positives > 0) & (negatives > 0), u / (positives * negatives), np.nan)
+        ap = np.where(positives > 0, ap / positives, np.nan)
+    return roc, ap
 
 
 def auroc(scores: np.ndarray, labels: np.ndarray) -> float:

@@ -25,6 +25,7 @@ __all__ = [
     "EVALUATION_FILE",
     "EVALUATION_JSON",
     "EVALUATION_LAYERS_FILE",
+    "EVALUATION_TRUTH_FILE",
     "HEAD_CHECK_FILE",
     "IMAGES_FILE",
     "NEURONS_FILE",
@@ -59,6 +60,9 @@ SUMMARY_CATEGORIES_FILE = "summary_categories.csv"
 EVALUATION_FILE = "evaluation.csv"
 EVALUATION_LAYERS_FILE = "evaluation_layers.csv"
 EVALUATION_JSON = "evaluation.json"
+#: The truth ``evaluate`` measured (IoU, image-level concepts, planted units, head outputs),
+#: kept for ``compare_similarities`` (:mod:`mammodissect.evaluate.stored`).
+EVALUATION_TRUTH_FILE = "evaluation_truth.npz"
 HEAD_CHECK_FILE = "head_check.csv"
 PLANTED_FILE = "planted.csv"
 SIMILARITIES_FILE = "similarities.csv"
@@ -82,6 +86,7 @@ DERIVED_FILES: tuple[str, ...] = (
     EVALUATION_FILE,
     EVALUATION_LAYERS_FILE,
     EVALUATION_JSON,
+    EVALUATION_TRUTH_FILE,
     HEAD_CHECK_FILE,
     PLANTED_FILE,
     SIMILARITIES_FILE,

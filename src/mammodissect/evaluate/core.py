@@ -16,6 +16,7 @@ directory (see :mod:`mammodissect.evaluate.tables`), plus a ``units_above_null``
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -37,8 +38,16 @@ from mammodissect.config import default_cache_dir
 from mammodissect.errors import MammodissectError
 from mammodissect.evaluate import tables
 from mammodissect.evaluate.agreement import agreement_flags, minilm_cosines
+from mammodissect.evaluate.fair import FAIR_COLUMNS, concept_truth, fair_columns
 from mammodissect.evaluate.grounding import UNGROUNDED, Grounding, ground
-from mammodissect.evaluate.head import HeadTask, head_check, head_summary, head_task
+from mammodissect.evaluate.head import (
+    HeadTask,
+    head_check,
+    head_context,
+    head_scores,
+    head_summary,
+    head_task,
+)
 from mammodissect.evaluate.image_labels import (
     IMAGE_COLUMNS,
     ImageLabels,
@@ -51,6 +60,7 @@ from mammodissect.evaluate.null import NullBaseline, null_baseline, top1
 from mammodissect.evaluate.planted import Planted, annotation_ceiling, planted_units
 from mammodissect.evaluate.source import RunSource, open_run
 from mammodissect.evaluate.stability import bootstrap_stability, noise_stability
+from mammodissect.evaluate.stored import StoredTruth
 from mammodissect.models.base import bind_probe
 from mammodissect.models.configured import load_models, resolve_device
 from mammodissect.probe import Probe
@@ -261,6 +271,16 @@ def evaluate(
                 params, categories=frame, bootstrap=bootstrap, seed=seed,
             )  # fmt: skip
         notes += grounding.notes + planted.notes + _unmatched(masks)
+    rows = source.rows.tolist()
+    truth = StoredTruth(
+        mask_concepts=grounding.concepts if grounding is not None else [],
+        iou=dict(grounding.iou) if grounding is not None else {},
+        mask_classes=masks.classes() if masks is not None else [],
+        image=concept_truth(loaded, rows, concepts.concepts) if loaded is not None else None,
+        iou_threshold=iou_threshold,
+        auroc_threshold=auroc_threshold,
+        planted=planted.layer if planted is not None and planted.layer.concepts else None,
+    )
     timings["grounding"] = _lap(started, sum(timings.values()))
 
     if loaded is not None and noise:
@@ -287,15 +307,17 @@ def evaluate(
                 "then recorded) or add it to the run's --layers for the head check"
             )
         else:
-            context = _head_context(source, head.layer, notes)
-            together = torch.from_numpy(np.concatenate([context, outputs], axis=1))
-            head_scores = similarity(cosines, together, **params)[context.shape[1] :]
-            head_table = head_check(head_scores, list(concepts.concepts), head, frame)
+            context = head_context(source, head.layer, notes)
+            scores = head_scores(similarity, cosines, context, outputs, params)
+            head_table = head_check(scores, list(concepts.concepts), head, frame)
+            truth.head, truth.head_outputs = dataclasses.asdict(head), outputs
     for note in notes:
         log.warning("%s: %s", name, note)
     timings["classes"] = _lap(started, sum(timings.values()))
 
-    units = _unit_table(source, nulls, grounding, iou_threshold, frame, image, auroc_threshold)
+    units = _unit_table(
+        source, nulls, grounding, iou_threshold, frame, image, auroc_threshold, truth
+    )
     units = tables.with_stability(units, source.layers, survival)
     layers = tables.layer_table(source.layers, units, nulls, grounding, bootstrap, seed)
     overall = tables.overall(units, bootstrap, seed)
@@ -346,6 +368,11 @@ def evaluate(
                 (units["grounded_concept"].fillna(UNGROUNDED) != UNGROUNDED).sum()
             ),
             "image_grounded_units": int(units["image_class"].notna().sum()),
+            "concept_grounded_units": int(units["concept_truth"].notna().sum()),
+        },
+        "equivalence_classes": {
+            "masks": truth.mask_classes,
+            "images": truth.image.classes if truth.image is not None else [],
         },
         "overall": overall,
         "notes": notes,
@@ -358,7 +385,7 @@ def evaluate(
     if write:
         result.out = tables.write(
             source.run.path, result.units, result.layers, result.info,
-            head=result.head, planted=result.planted,
+            head=result.head, planted=result.planted, truth=truth,
         )  # fmt: skip
         above = dict(zip(layers["layer"], layers["units_above_null_99"], strict=True))
         write_summary(source.run.path, extra={"units_above_null": above})
@@ -405,21 +432,6 @@ def _unmatched(masks: Any) -> list[str]:
     ]
 
 
-def _head_context(source: RunSource, head: str, notes: list[str]) -> np.ndarray:
-    """The units the head's units are scored among: the run's last layer other than the head.
-
-    soft-WPMI and WPMI weigh a concept by its mean over the layer's units; over a head of one
-    unit (a binary task) every concept would score the same, and over four nearly so. Scored
-    among the units of the layer below, as CLIP-Dissect scored 1,000 ImageNet outputs
-    together, the head's units get a concept prior from a real population.
-    """
-    others = [layer for layer in source.layers if layer != head]
-    if not others:
-        notes.append(f"the run recorded only the head {head!r}: its units are scored alone")
-        return np.zeros((len(source.rows), 0), dtype=np.float32)
-    return source.activations(others[-1])
-
-
 def _noise_column(sigma: float) -> str:
     return f"noise_{sigma:g}"
 
@@ -464,6 +476,7 @@ def _unit_table(
     frame: pd.DataFrame,
     image: ImageLabels | None,
     auroc_threshold: float,
+    truth: StoredTruth,
 ) -> pd.DataFrame:
     neurons = source.neurons
     ranked = {
@@ -502,6 +515,11 @@ def _unit_table(
             part[list(columns.columns)] = columns.to_numpy(dtype=object)
         else:
             part[list(IMAGE_COLUMNS)] = None
+        fair = fair_columns(
+            [ranked[(layer, unit)] for unit in part["unit"]],
+            truth.layer(layer, source.activations(layer)),
+        )
+        part[list(FAIR_COLUMNS)] = fair.to_numpy(dtype=object)
         parts.append(part)
     units = pd.concat(parts, ignore_index=True)
     grounded = units["grounded_concept"].notna() & (units["grounded_concept"] != UNGROUNDED)

@@ -25,7 +25,7 @@ targets written by ``mammodissect finetune`` carry them) or are given (``head_ta
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,10 +35,19 @@ import torch
 
 from mammodissect.errors import MammodissectError
 from mammodissect.evaluate.agreement import concept_ranks, minilm_cosines
+from mammodissect.evaluate.source import RunSource
 from mammodissect.evaluate.truth import ClassTruth, task_truths
 from mammodissect.models.classifier import HEAD
 
-__all__ = ["HEAD_COLUMNS", "HeadTask", "head_check", "head_summary", "head_task"]
+__all__ = [
+    "HEAD_COLUMNS",
+    "HeadTask",
+    "head_check",
+    "head_context",
+    "head_scores",
+    "head_summary",
+    "head_task",
+]
 
 HEAD_COLUMNS = [
     "layer",
@@ -122,6 +131,36 @@ def head_task(
     if count == 1:
         kind = "binary"
     return HeadTask(str(name), kind, tuple(str(n) for n in names))
+
+
+def head_context(source: RunSource, head: str, notes: list[str]) -> np.ndarray:
+    """The units (rows x K) the head's units are scored among: the run's last layer other
+    than the head.
+
+    soft-WPMI and WPMI weigh a concept by its mean over the layer's units; over a head of one
+    unit (a binary task) every concept would score the same, and over four nearly so. Scored
+    among the units of the layer below, as CLIP-Dissect scored 1,000 ImageNet outputs
+    together, the head's units get a concept prior from a real population.
+    """
+    others = [layer for layer in source.layers if layer != head]
+    if not others:
+        notes.append(f"the run recorded only the head {head!r}: its units are scored alone")
+        return np.zeros((len(source.rows), 0), dtype=np.float32)
+    return source.activations(others[-1])
+
+
+def head_scores(
+    similarity: Callable[..., torch.Tensor],
+    cosines: torch.Tensor,
+    context: np.ndarray,
+    outputs: np.ndarray,
+    params: Mapping[str, Any],
+) -> torch.Tensor:
+    """(head units, concepts) scores of the head's ``outputs`` (rows x head units), scored
+    together with the ``context`` units (rows x K, the layer below) and kept for the head's
+    units alone: a concept prior over one or a few head units would be degenerate."""
+    together = torch.from_numpy(np.concatenate([context, outputs], axis=1))
+    return similarity(cosines, together, **params)[context.shape[1] :]
 
 
 def head_check(

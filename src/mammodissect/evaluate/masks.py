@@ -19,6 +19,7 @@ the bundled annotation map gives them too (see :mod:`mammodissect.probe.annotati
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -87,6 +88,7 @@ class MaskSource:
         #: ROI mask files used in place of boxes (counted per read).
         self.roi_masks = 0
         self._boxes: dict[str, pd.DataFrame] = {}
+        self._digests: dict[str, Any] = {}
         if kind == "boxes":
             self._boxes = dict(tuple(probe.boxes.groupby("image_id", sort=False)))
 
@@ -111,6 +113,26 @@ class MaskSource:
         MammodissectError
             When a mask file is missing or its masks are not of the image's size.
         """
+        out = self._read(row, shape)
+        for concept, mask in out.items():
+            digest = self._digests.setdefault(concept, hashlib.blake2b(digest_size=16))
+            digest.update(np.array([row, *mask.shape], dtype=np.int64).tobytes())
+            digest.update(np.packbits(mask).tobytes())
+        return out
+
+    def classes(self) -> list[list[str]]:
+        """Concepts whose masks coincided on every image read so far (same images, same
+        pixels): each group of two or more, in the order the concepts were first seen.
+
+        Such concepts are one answer to "which concept is this region?" (a phantom's silicone
+        implant is also its breast implant), and an evaluation counts them as the same.
+        """
+        groups: dict[bytes, list[str]] = {}
+        for concept, digest in self._digests.items():
+            groups.setdefault(digest.digest(), []).append(concept)
+        return [group for group in groups.values() if len(group) > 1]
+
+    def _read(self, row: int, shape: tuple[int, int]) -> dict[str, np.ndarray]:
         item = self.probe.items[row]
         out: dict[str, np.ndarray] = {}
         if self.kind == "masks":

@@ -4,19 +4,29 @@ For each similarity setting (a function of :data:`mammodissect.similarity.SIMILA
 for ``soft_wpmi`` and ``wpmi``, one row per ``top_k``), every unit of the run is labelled again
 from the cached activations A and the dissector's cached image embeddings (with the concept
 embeddings re-encoded: S = images x concepts cosines), with no forward pass of the target. The
-grounded concepts come from the run's evaluation (``evaluate`` computes them once, from masks
-or boxes; here they are reused, never recomputed), and each setting is scored by the same
-agreement metrics as ``evaluation.csv`` (top-1, top-5, same category, same broad category,
-MiniLM cosine; bootstrap 95% intervals over grounded units) plus the units above that
-setting's own 99th-percentile null (activations permuted across images, ``null_seeds``
-permutations per layer; ``null_seeds=0`` skips it).
+truth comes from the run's evaluation (``evaluate`` measures it once, from masks, boxes and the
+probe's annotations, and keeps it in ``evaluation_truth.npz``: :mod:`~.stored`); here it is
+reused, never recomputed. Each setting is scored by
+
+- the agreement metrics of ``evaluation.csv`` over mask-grounded units (exact top-1, top-5,
+  same category, same broad category, MiniLM cosine);
+- the fair measure (:mod:`mammodissect.evaluate.fair`): class top-1/top-5, the label's IoU
+  over the best concept's, the label's AUPRC over the best image-level concept's;
+- planted-unit recovery (the evaluation's planted layer scored with this setting);
+- the classifier-head check, when the evaluation checked a head (the share of head units whose
+  rank-1 label / one of its first five names their class);
+- the units above that setting's own 99th-percentile null (activations permuted across
+  images, ``null_seeds`` permutations per layer; ``null_seeds=0`` skips it);
+
+each rate but the head check's (a handful of units) with a percentile bootstrap 95% interval
+over its units.
 
 A setting's other parameters are the function's defaults, or the run's parameters when the run
 used that function (``top_k`` replaced by the setting's).
 
 Writes into the run directory ``similarities.csv`` (one row per setting,
-:data:`SIMILARITY_COLUMNS`) and ``similarities.png``/``.svg`` (grouped bars of top-1 and top-5
-agreement with their intervals).
+:data:`SIMILARITY_COLUMNS`) and ``similarities.png``/``.svg`` (grouped bars of exact and class
+top-1, the IoU and AUPRC ratios and planted top-1, with their intervals).
 """
 
 from __future__ import annotations
@@ -43,10 +53,20 @@ from mammodissect.evaluate.agreement import (
     minilm_cosines,
     summarize_agreement,
 )
+from mammodissect.evaluate.fair import FAIR_METRICS, fair_columns
 from mammodissect.evaluate.grounding import UNGROUNDED
+from mammodissect.evaluate.head import (
+    HeadTask,
+    head_check,
+    head_context,
+    head_scores,
+    head_summary,
+)
 from mammodissect.evaluate.null import null_baseline
+from mammodissect.evaluate.planted import recovery
 from mammodissect.evaluate.source import RunSource, open_run
-from mammodissect.evaluate.tables import METRIC_COLUMNS
+from mammodissect.evaluate.stored import StoredTruth
+from mammodissect.evaluate.tables import METRIC_COLUMNS, with_intervals
 from mammodissect.models.base import bind_probe
 from mammodissect.record import matching_probe
 from mammodissect.similarity import SIMILARITIES, get_similarity
@@ -64,6 +84,12 @@ log = logging.getLogger(__name__)
 
 #: Functions with a ``top_k`` parameter: one setting per ``top_k``.
 TOP_K_SIMILARITIES: tuple[str, ...] = ("soft_wpmi", "wpmi")
+#: Planted-unit recovery per setting (:mod:`mammodissect.evaluate.planted`).
+_PLANTED = {"planted_top1": "top1_recovery", "planted_top5": "top5_recovery"}
+PLANTED_METRICS: tuple[str, ...] = tuple(_PLANTED)
+#: The classifier-head check per setting (:mod:`mammodissect.evaluate.head`): the share of
+#: head units whose rank-1 label / one of the first five names their class.
+HEAD_METRICS: tuple[str, ...] = ("head_top1_in_class", "head_top5_in_class")
 #: ``similarities.csv``'s columns.
 SIMILARITY_COLUMNS = [
     "setting",
@@ -73,6 +99,12 @@ SIMILARITY_COLUMNS = [
     "units",
     "grounded_units",
     *METRIC_COLUMNS,
+    "concept_grounded_units",
+    *with_intervals(FAIR_METRICS),
+    "planted_units",
+    *with_intervals(PLANTED_METRICS),
+    "head_units",
+    *HEAD_METRICS,
     "units_above_null_99",
     "fraction_above_null_99",
     "seconds",
@@ -215,19 +247,29 @@ def compare_similarities(
         scores = run_function(cosines, values, **run_params).max(dim=1).values
         _check_scores(source, layer, scores.float().cpu().numpy())
 
-    frame = concepts.to_frame().drop_duplicates("concept").set_index("concept")
+    stored = StoredTruth.load(source.run.path)
+    fair_truths = {layer: stored.layer(layer, a.numpy()) for layer, a in activations.items()}
+    head = None
+    if stored.head is not None and stored.head_outputs is not None:
+        head = HeadTask(**{**stored.head, "classes": tuple(stored.head["classes"])})
+        context = head_context(source, head.layer, [])
+    table_frame = concepts.to_frame().drop_duplicates("concept")
+    frame = table_frame.set_index("concept")
     has_categories = bool(frame[["category", "broad_category"]].notna().any().any())
     names = np.asarray(concepts.concepts, dtype=object)
+    grounded = truth.notna() & (truth != UNGROUNDED)
+    chosen = np.flatnonzero(grounded.to_numpy())
     rows = []
     for setting, name, params in settings:
         started = time.perf_counter()
         function = get_similarity(name)
-        ranked, best, above, total = [], [], 0, 0
-        for values in activations.values():
+        ranked, fair, above, total = [], [], 0, 0
+        for layer, values in activations.items():
             scores = function(cosines, values, **params).float().cpu()
             order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :5]
-            ranked += [list(names[r]) for r in order.numpy()]
-            best += list(names[order[:, 0].numpy()])
+            layer_ranked = [list(names[r]) for r in order.numpy()]
+            ranked += layer_ranked
+            fair.append(fair_columns(layer_ranked, fair_truths[layer]))
             total += scores.shape[0]
             if null_seeds:
                 null = null_baseline(
@@ -235,29 +277,44 @@ def compare_similarities(
                     observed=scores.max(dim=1).values.numpy(),
                 )  # fmt: skip
                 above += int(null.above[99].sum())
-        grounded = truth.notna() & (truth != UNGROUNDED)
-        chosen = np.flatnonzero(grounded.to_numpy())
         table = agreement_flags(
             [ranked[i] for i in chosen],
             list(truth.iloc[chosen]),
             frame if has_categories else None,
         )
-        table["cosine"] = minilm_cosines([best[i] for i in chosen], list(truth.iloc[chosen]))
-        rows.append(
-            {
-                "setting": setting,
-                "similarity": name,
-                "top_k": params.get("top_k"),
-                "params": json.dumps(params, sort_keys=True),
-                "units": total,
-                "grounded_units": len(chosen),
-                **summarize_agreement(table, bootstrap, seed),
-                "units_above_null_99": above if null_seeds else None,
-                "fraction_above_null_99": above / total if null_seeds and total else None,
-                "seconds": round(time.perf_counter() - started, 3),
-            }
-        )
-        log.info("%s: %s scored in %.2fs", source.run.name, setting, rows[-1]["seconds"])
+        table["cosine"] = minilm_cosines([ranked[i][0] for i in chosen], list(truth.iloc[chosen]))
+        fairness = pd.concat(fair, ignore_index=True)
+        row: dict[str, Any] = {
+            "setting": setting,
+            "similarity": name,
+            "top_k": params.get("top_k"),
+            "params": json.dumps(params, sort_keys=True),
+            "units": total,
+            "grounded_units": len(chosen),
+            **summarize_agreement(table, bootstrap, seed),
+            "concept_grounded_units": int(fairness["concept_truth"].notna().sum()),
+            **summarize_agreement(fairness, bootstrap, seed, FAIR_METRICS),
+            "units_above_null_99": above if null_seeds else None,
+            "fraction_above_null_99": above / total if null_seeds and total else None,
+        }
+        if stored.planted is not None:
+            planted = recovery(
+                stored.planted, cosines, list(concepts.concepts), function, params,
+                bootstrap=bootstrap, seed=seed,
+            ).summary  # fmt: skip
+            row["planted_units"] = planted["units"]
+            for metric, key in _PLANTED.items():
+                row.update({f"{metric}{p}": planted[f"{key}{p}"] for p in ("", "_low", "_high")})
+        if head is not None:
+            checked = head_summary(head_check(
+                head_scores(function, cosines, context, stored.head_outputs, params),
+                list(concepts.concepts), head, table_frame,
+            ))  # fmt: skip
+            row["head_units"] = checked["units_with_truth"]
+            row.update({m: checked[m.removeprefix("head_")] for m in HEAD_METRICS})
+        row["seconds"] = round(time.perf_counter() - started, 3)
+        rows.append(row)
+        log.info("%s: %s scored in %.2fs", source.run.name, setting, row["seconds"])
     result = pd.DataFrame(rows, columns=SIMILARITY_COLUMNS)
     if write:
         try:
@@ -308,8 +365,19 @@ def _grounded_truth(source: RunSource, evaluation: pd.DataFrame | None) -> pd.Se
     return truth
 
 
+#: The bars of ``similarities.png``: column -> legend.
+PLOTTED: dict[str, str] = {
+    "top1_match": "top-1 (exact)",
+    "class_top1_match": "top-1 (class)",
+    "iou_ratio": "label IoU / best IoU",
+    "auprc_ratio": "label AUPRC / best AUPRC",
+    "planted_top1": "planted top-1",
+}
+
+
 def plot_similarities(table: pd.DataFrame, stem: Path) -> list[Path]:
-    """Grouped bars of top-1 and top-5 agreement per setting, with 95% interval whiskers.
+    """Grouped bars per setting of the agreement measures the table has values for
+    (:data:`PLOTTED`), with 95% interval whiskers.
 
     Parameters
     ----------
@@ -327,23 +395,29 @@ def plot_similarities(table: pd.DataFrame, stem: Path) -> list[Path]:
 
     n = len(table)
     x = np.arange(n)
-    width = 0.38
+    shown = {
+        m: label
+        for m, label in PLOTTED.items()
+        if m in table and table[m].astype(float).notna().any()
+    } or {"top1_match": "top-1"}
+    width = 0.8 / len(shown)
     with _style():
-        fig = _figure(min(14.0, max(5.0, 0.9 * n + 2.5)), 3.8)
+        fig = _figure(min(16.0, max(5.0, 1.2 * n + 3.0)), 3.8)
         ax = fig.add_subplot()
-        for i, (metric, label) in enumerate((("top1_match", "top-1"), ("top5_match", "top-5"))):
+        for i, (metric, label) in enumerate(shown.items()):
             mean = table[metric].to_numpy(dtype=float)
             low = np.nan_to_num(mean - table[f"{metric}_low"].to_numpy(dtype=float))
             high = np.nan_to_num(table[f"{metric}_high"].to_numpy(dtype=float) - mean)
             ax.bar(
-                x + (i - 0.5) * width, np.nan_to_num(mean), width, yerr=[low, high],
-                capsize=3, color=RUN_PALETTE[i], label=label, error_kw={"linewidth": 1.0},
+                x + (i - (len(shown) - 1) / 2) * width, np.nan_to_num(mean), width,
+                yerr=[low, high], capsize=2, color=RUN_PALETTE[i % len(RUN_PALETTE)],
+                label=label, error_kw={"linewidth": 0.8},
             )  # fmt: skip
         ax.set_xticks(x, table["setting"].tolist(), rotation=30 if n > 3 else 0,
                       ha="right" if n > 3 else "center")  # fmt: skip
         ax.set_ylim(0.0, 1.05)
         ax.set_xlim(-0.6, n - 0.4)
-        ax.set_ylabel("agreement with grounded concept")
+        ax.set_ylabel("agreement with the truth")
         ax.set_title("Label agreement per similarity setting (95% bootstrap intervals)")
         ax.grid(axis="y", color="0.9", linewidth=0.6)
         ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)

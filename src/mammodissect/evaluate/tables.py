@@ -56,9 +56,12 @@ from mammodissect.analysis.runs import (
 )
 from mammodissect.errors import MammodissectError
 from mammodissect.evaluate.agreement import METRICS, summarize_agreement
+from mammodissect.evaluate.fair import FAIR_COLUMNS, FAIR_METRICS
 from mammodissect.evaluate.grounding import UNGROUNDED, Grounding
 from mammodissect.evaluate.image_labels import IMAGE_COLUMNS
 from mammodissect.evaluate.null import NullBaseline
+from mammodissect.evaluate.stored import StoredTruth
+from mammodissect.rundir import EVALUATION_TRUTH_FILE
 
 __all__ = [
     "LAYER_COLUMNS",
@@ -67,6 +70,7 @@ __all__ = [
     "layer_table",
     "overall",
     "stability_summary",
+    "with_intervals",
     "with_stability",
     "write",
 ]
@@ -84,6 +88,7 @@ UNIT_COLUMNS = [
     "iou",
     *METRICS,
     *IMAGE_COLUMNS,
+    *FAIR_COLUMNS,
 ]
 #: Suffix of the stability columns: ``bootstrap_survival`` (per unit, the share of bootstrap
 #: resamples of the images that keep its top-1 label) and ``noise_SIGMA_survival`` (whether
@@ -93,12 +98,13 @@ SURVIVAL = "_survival"
 IMAGE_METRICS: tuple[str, ...] = ("image_top1_match", "image_top5_match")
 
 
-def _with_intervals(metrics: tuple[str, ...]) -> list[str]:
+def with_intervals(metrics: tuple[str, ...]) -> list[str]:
+    """Each metric followed by its interval columns ``METRIC_low, METRIC_high``."""
     return [f"{m}{s}" for m in metrics for s in ("", "_low", "_high")]
 
 
 #: Each agreement metric with its bootstrap interval.
-METRIC_COLUMNS = _with_intervals(METRICS)
+METRIC_COLUMNS = with_intervals(METRICS)
 LAYER_COLUMNS = [
     "layer",
     "position",
@@ -115,7 +121,9 @@ LAYER_COLUMNS = [
     "exact_thresholds",
     *METRIC_COLUMNS,
     "image_grounded_units",
-    *_with_intervals(IMAGE_METRICS),
+    *with_intervals(IMAGE_METRICS),
+    "concept_grounded_units",
+    *with_intervals(FAIR_METRICS),
 ]
 
 
@@ -154,6 +162,7 @@ def layer_table(
             "exact_thresholds": grounding.exact.get(layer) if grounding is not None else None,
             **summarize_agreement(grounded, bootstrap, seed),
             **_image_agreement(part, bootstrap, seed),
+            **_fair_agreement(part, bootstrap, seed),
             **{c: float(part[c].astype(float).mean()) for c in _survival_columns(part)},
         }
         rows.append(row)
@@ -190,6 +199,15 @@ def _image_agreement(units: pd.DataFrame, bootstrap: int, seed: int) -> dict[str
     }
 
 
+def _fair_agreement(units: pd.DataFrame, bootstrap: int, seed: int) -> dict[str, Any]:
+    """``concept_grounded_units`` and the fair measures over the units that have their truth
+    (:mod:`mammodissect.evaluate.fair`)."""
+    return {
+        "concept_grounded_units": int(units["concept_truth"].notna().sum()),
+        **summarize_agreement(units, bootstrap, seed, FAIR_METRICS),
+    }
+
+
 def overall(units: pd.DataFrame, bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Agreement over every grounded unit of the run (masks, and image-level classes), with
     bootstrap intervals."""
@@ -197,6 +215,7 @@ def overall(units: pd.DataFrame, bootstrap: int = 1000, seed: int = 0) -> dict[s
     values = {
         **summarize_agreement(grounded, bootstrap, seed),
         **_image_agreement(units, bootstrap, seed),
+        **_fair_agreement(units, bootstrap, seed),
     }
     out = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in values.items()}
     out["grounded_units"] = len(grounded)
@@ -211,10 +230,16 @@ def write(
     *,
     head: pd.DataFrame | None = None,
     planted: pd.DataFrame | None = None,
+    truth: StoredTruth | None = None,
 ) -> Path:
     """Write ``evaluation.csv``, ``evaluation_layers.csv``, ``evaluation.json`` and, when
-    given, ``head_check.csv`` and ``planted.csv`` (stale ones are removed otherwise)."""
+    given, ``head_check.csv``, ``planted.csv`` and ``evaluation_truth.npz`` (stale ones are
+    removed otherwise)."""
     try:
+        if truth is not None:
+            truth.save(run_dir)
+        else:
+            (run_dir / EVALUATION_TRUTH_FILE).unlink(missing_ok=True)
         for name, table in ((HEAD_CHECK_FILE, head), (PLANTED_FILE, planted)):
             if table is not None:
                 table.to_csv(run_dir / name, index=False)
