@@ -122,3 +122,57 @@ def test_reduced_demo_m_has_more_passing_mammography_units_than_g(tmp_path, caps
     # the comparison's page puts the runs' evaluation figures side by side
     page = (compared / "report.html").read_text()
     assert "Label quality per run" in page and 'id="quality-table"' in page
+
+
+def test_text_negatives_and_synonyms_are_disjoint_from_the_bundled_sets():
+    from mammodissect import concepts
+    from mammodissect.phantom import PHANTOM_CONCEPTS
+    from mammodissect.phantom.lexicon import SYNONYMS, _words, overlaps, text_negatives
+
+    bundled = list(concepts.load("birads+controls").concepts)
+    negatives = text_negatives()
+    assert len(negatives) > 700  # ImageNet names and phrases left after the filter
+    assert not [n for n in negatives if overlaps(n, bundled)]
+    # the filter works: controls' ImageNet names and names containing a control are gone
+    controls = set(concepts.load("controls").concepts)
+    assert "tench" in controls and "tench" not in negatives and "goldfish" in negatives
+    # synonyms: every drawn concept has some, and none is a bundled string
+    assert set(SYNONYMS) == set(PHANTOM_CONCEPTS)
+    words = {_words(c) for c in bundled}
+    assert not [s for v in SYNONYMS.values() for s in v if _words(s) in words]
+
+
+def test_training_resumes_after_an_interruption(tmp_path, monkeypatch):
+    import mammodissect.phantom.train as train
+    from mammodissect.errors import MammodissectError
+
+    seeds: list[int] = []
+    real = train.generate
+    kill = [True]
+
+    def counted(n, seed, settings=None):
+        seeds.append(seed)
+        if seed == 1 and kill.pop():  # the first run dies as epoch 2 starts
+            raise InterruptedError("killed")
+        return real(n, seed=seed, settings=settings)
+
+    monkeypatch.setattr(train, "generate", counted)
+    options = {"images": 8, "epochs": 2, "batch_size": 8, "held_out": 8, "progress": False}
+    out = tmp_path / "a.safetensors"
+    with pytest.raises(InterruptedError):
+        train.train_dissector(out, **options)
+    assert out.with_suffix(".ckpt").is_file() and not out.is_file()
+    kill.append(False)
+    seeds.clear()
+    resumed = train.train_dissector(out, **options)
+    assert seeds[0] == 1  # epoch 1 was not trained again
+    seeds.clear()
+    kill.append(False)
+    whole = train.train_dissector(tmp_path / "b.safetensors", **options)
+    assert seeds[:2] == [0, 1]
+    first = load_dissector(f"phantom-clip:{out}").model.state_dict()
+    second = load_dissector(f"phantom-clip:{tmp_path / 'b.safetensors'}").model.state_dict()
+    assert all(torch.equal(first[k], second[k]) for k in first)  # same as uninterrupted
+    assert resumed["text_negatives"] == whole["text_negatives"] > 700
+    with pytest.raises(MammodissectError, match="other settings"):
+        train.train_dissector(out, **{**options, "images": 16})

@@ -484,10 +484,14 @@ def _add_phantom(sub: argparse._SubParsersAction) -> None:
     )
     train.add_argument("--out", required=True, help="output .safetensors file")
     train.add_argument("--images", type=int, default=2000, help="new phantoms per epoch (2000)")
-    train.add_argument("--epochs", type=int, default=8, help="epochs (8)")
+    train.add_argument("--epochs", type=int, default=16, help="epochs (16)")
     train.add_argument("--batch-size", type=int, default=32, help="batch size (32)")
     train.add_argument("--seed", type=int, default=0, help="seed (0)")
     train.add_argument("--held-out", type=int, default=500, help="held-out phantoms measured (500)")
+    train.add_argument(
+        "--frozen-stages", type=int, default=2,
+        help="stages of the image tower kept as ImageNet made them (2)",
+    )  # fmt: skip
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     target = actions.add_parser(
         "train-target",
@@ -612,7 +616,8 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
         raise MammodissectError(f"output {out.name!r} must end in .safetensors")
     facts = train_dissector(
         out, images=args.images, epochs=args.epochs, batch_size=args.batch_size,
-        seed=args.seed, held_out=args.held_out, progress=not args.quiet,
+        seed=args.seed, held_out=args.held_out, frozen_stages=args.frozen_stages,
+        progress=not args.quiet,
     )  # fmt: skip
     families = ", ".join(
         f"{k} {v:.2f}" for k, v in facts["auroc_per_family"].items() if v is not None

@@ -1,11 +1,19 @@
 """``mammodissect phantom train-dissector``: train phantom-clip on phantom image-text pairs.
 
-CPU-only and seeded. Each phantom brings two kinds of text: its report (an image-report
-contrastive loss, as CLIP) and the names of the concepts drawn in it (a sigmoid loss over
-every concept the generator knows, so a concept string alone finds its images zero-shot).
-The text encoder (all-MiniLM-L6-v2) stays frozen, so every text is embedded once; the image
-tower starts from real ImageNet EfficientNet-Lite0 weights. Held-out phantoms (another seed)
-measure zero-shot quality: per-concept and per-family AUROC and report-to-image recall@5.
+Seeded. Each phantom brings two kinds of text: its report (an image-report contrastive loss,
+as CLIP) and the concepts drawn in it, each by its name and by the other phrasings of
+:data:`mammodissect.phantom.lexicon.SYNONYMS` (a sigmoid loss over every such string, so a
+concept string alone finds its images zero-shot). The text negatives of
+:func:`mammodissect.phantom.lexicon.text_negatives` (ImageNet names and other phrases, disjoint
+from the bundled concept sets) are absent from every phantom: a second sigmoid term teaches the
+model to score them low everywhere. The text encoder (all-MiniLM-L6-v2) stays frozen, so every
+text is embedded once; the image tower starts from real ImageNet EfficientNet-Lite0 weights.
+
+Training is resumable: after every epoch the model, optimiser, schedule and random state go to
+``OUT.ckpt`` beside the output, and a rerun with the same settings continues after the last
+finished epoch (a rerun with other settings stops with an error naming the file). Held-out
+phantoms (another seed) measure zero-shot quality: per-concept and per-family AUROC (mean and
+median over concepts) and report-to-image recall@5.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from mammodissect.errors import MammodissectError
 from mammodissect.metrics import auroc, recall_at_k
 from mammodissect.models.phantom_clip import (
     MiniLM,
@@ -29,6 +38,7 @@ from mammodissect.models.phantom_clip import (
     save_phantom_clip,
 )
 from mammodissect.phantom import PHANTOM_CONCEPTS, Phantom, PhantomSettings, generate
+from mammodissect.phantom.lexicon import text_negatives, training_texts
 
 __all__ = ["evaluate_dissector", "initial_model", "train_dissector"]
 
@@ -79,33 +89,83 @@ def _frozen_modules(model: PhantomClipModel, stages: int) -> list[torch.nn.Modul
     return [encoder.conv_stem, encoder.bn1, *list(encoder.blocks)[:stages]]
 
 
+def _checkpoint(out: Path) -> Path:
+    return out.with_suffix(".ckpt")
+
+
+def _resume(path: Path, config: dict[str, Any], parts: dict[str, Any]) -> tuple[int, float]:
+    """Load the checkpoint at ``path`` into ``parts`` when its config is ``config``; returns
+    the first epoch still to run and the seconds already spent (0, 0.0 without one)."""
+    if not path.is_file():
+        return 0, 0.0
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except (OSError, RuntimeError, EOFError) as err:
+        raise MammodissectError(
+            f"checkpoint {path.name!r} is unreadable ({err}); delete it to train from scratch"
+        ) from None
+    if state.get("config") != config:
+        raise MammodissectError(
+            f"checkpoint {path.name!r} was written with other settings ({state.get('config')}); "
+            "delete it to train from scratch, or choose another --out"
+        )
+    for name, part in parts.items():
+        if name == "generator":
+            part.set_state(state[name])
+        else:
+            part.load_state_dict(state[name])
+    torch.set_rng_state(state["torch_rng"])
+    log.info("resuming %s after epoch %d", path.name, state["epoch"] + 1)
+    return int(state["epoch"]) + 1, float(state["seconds"])
+
+
+def _save_checkpoint(
+    path: Path, config: dict[str, Any], parts: dict[str, Any], epoch: int, seconds: float
+) -> None:
+    state: dict[str, Any] = {"config": config, "epoch": epoch, "seconds": seconds,
+                             "torch_rng": torch.get_rng_state()}  # fmt: skip
+    for name, part in parts.items():
+        state[name] = part.get_state() if name == "generator" else part.state_dict()
+    partial = path.with_suffix(".ckpt.partial")
+    torch.save(state, partial)
+    partial.replace(path)  # a kill mid-write leaves the previous checkpoint whole
+
+
 def train_dissector(
     out: Path,
     *,
     images: int = 2000,
-    epochs: int = 8,
+    epochs: int = 16,
     batch_size: int = 32,
     seed: int = 0,
     lr: float = 3e-4,
-    frozen_stages: int = 3,
+    frozen_stages: int = 2,
     held_out: int = 500,
     settings: PhantomSettings | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train phantom-clip and write ``out`` (.safetensors + .json).
+    """Train phantom-clip and write ``out`` (.safetensors + .json), resumable (``OUT.ckpt``).
 
     Every epoch sees ``images`` new phantoms (seeded ``seed * 1000 + epoch``), so the model
     never sees a phantom twice. The stem and the first ``frozen_stages`` stages of the image
     tower keep their ImageNet weights and batch-norm statistics (they see edges and dots,
     which phantoms share with photographs; freezing them halves the CPU time per step).
     Returns the facts written beside the weights: settings, timings and held-out quality.
+
+    Raises
+    ------
+    MammodissectError
+        When ``OUT.ckpt`` exists but was written with other settings, or is unreadable.
     """
     started = time.perf_counter()
     torch.manual_seed(seed)
     settings = settings or PhantomSettings()
     concepts = sorted(PHANTOM_CONCEPTS)
     text = MiniLM()
-    concept_features = _embed(text, concepts)
+    positives, owner = training_texts(concepts)
+    negatives = list(text_negatives())
+    positive_features = _embed(text, positives)
+    negative_features = _embed(text, negatives)
     model = initial_model(seed).to(memory_format=torch.channels_last)
     frozen = _frozen_modules(model, frozen_stages)
     for module in frozen:
@@ -120,8 +180,19 @@ def train_dissector(
         optimizer, max_lr=[lr / 3, lr], total_steps=steps, pct_start=0.1
     )
     generator = torch.Generator().manual_seed(seed)
-    bar = tqdm(total=steps, desc="training phantom-clip", disable=not progress)
-    for epoch in range(epochs):
+    config = {
+        "images": images, "epochs": epochs, "batch_size": batch_size, "seed": seed, "lr": lr,
+        "frozen_stages": frozen_stages, "settings": repr(settings),
+        "texts": len(positives), "negatives": len(negatives),
+    }  # fmt: skip
+    parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler,
+             "generator": generator}  # fmt: skip
+    checkpoint = _checkpoint(Path(out))
+    first, spent = _resume(checkpoint, config, parts)
+    owner_index = torch.tensor(owner)
+    bar = tqdm(total=steps, initial=first * math.ceil(images / batch_size),
+               desc="training phantom-clip", disable=not progress)  # fmt: skip
+    for epoch in range(first, epochs):
         phantoms = generate(images, seed=seed * 1000 + epoch, settings=settings)
         x = _inputs(phantoms)
         y = _presence(phantoms, concepts)
@@ -132,10 +203,13 @@ def train_dissector(
         for idx in torch.randperm(images, generator=generator).split(batch_size):
             image = model(x[idx])
             scale = model.logit_scale.exp()
-            concept = model.embed_text_features(concept_features)
+            named = model.embed_text_features(positive_features)
+            absent = model.embed_text_features(negative_features)
             bce = F.binary_cross_entropy_with_logits(
-                scale * image @ concept.T + model.logit_bias, y[idx]
+                scale * image @ named.T + model.logit_bias, y[idx][:, owner_index]
             )
+            never = scale * image @ absent.T + model.logit_bias
+            bce = bce + F.binary_cross_entropy_with_logits(never, torch.zeros_like(never))
             report = model.embed_text_features(report_features[idx])
             logits = scale * image @ report.T
             target = torch.arange(len(idx))
@@ -147,13 +221,15 @@ def train_dissector(
             scheduler.step()
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}")
+        _save_checkpoint(checkpoint, config, parts, epoch, spent + time.perf_counter() - started)
     bar.close()
     model = model.eval().to(memory_format=torch.contiguous_format)
-    trained = time.perf_counter() - started
+    trained = spent + time.perf_counter() - started
     quality = evaluate_dissector(model, text, held_out, seed + _HELD_OUT_SEED_OFFSET, settings)
     facts = {
         "seed": seed, "images": images, "epochs": epochs, "batch_size": batch_size, "lr": lr,
         "frozen_stages": frozen_stages, "input_size": list(default_preprocess().size),
+        "text_targets": len(positives), "text_negatives": len(negatives),
         "settings": repr(settings), "train_seconds": round(trained, 1),
         "torch": torch.__version__, **quality,
     }  # fmt: skip
@@ -199,5 +275,6 @@ def evaluate_dissector(
         "auroc_per_family": _rounded(per_family),
         "auroc_per_concept": _rounded(per_concept),
         "mean_concept_auroc": round(float(np.mean(finite)), 4) if finite else None,
+        "median_concept_auroc": round(float(np.median(finite)), 4) if finite else None,
         "report_to_image_recall_at_5": round(recall, 4),
     }  # fmt: skip
