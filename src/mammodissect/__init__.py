@@ -17,8 +17,8 @@ try:
 except PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0"
 
-# the packages evaluate, finetune and report are callable verbs (see mammodissect.verbs)
-from mammodissect import evaluate, finetune, report
+# the packages evaluate, finetune, report and study are callable verbs (mammodissect.verbs)
+from mammodissect import evaluate, finetune, report, study
 from mammodissect.api import Dissection, compare, dissect, run, write_summary
 from mammodissect.config import RunConfig
 from mammodissect.dissector_audit import Audit, AuditConfig, audit
@@ -40,5 +40,6 @@ __all__ = [
     "finetune",
     "report",
     "run",
+    "study",
     "write_summary",
 ]

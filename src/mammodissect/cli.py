@@ -382,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_concepts(sub)
     _add_phantom(sub)
     _add_demo(sub)
+    _add_study(sub)
     _add_analysis(sub)
     _add_evaluate(sub)
     _add_audit(sub)
@@ -538,6 +539,57 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         "(mammodissect evaluate; several minutes per variant on a CPU)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_study(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "study",
+        help="the whole G / M / C study from one YAML file, resumable",
+        description="Runs every variant of a study file (shared run settings, a variants "
+        "list with name, role, target and layers, optional evaluate / compare / report "
+        "sections), then compares them and writes the reports. Each finished step is recorded "
+        "in OUT/study.json with a fingerprint of what it used; a rerun skips unchanged steps. "
+        "--template prints an example to start from.",
+    )
+    p.add_argument("study", nargs="?", help="the study file (YAML)")
+    p.add_argument("--out", help="study folder (default: the file's out, else runs/study)")
+    p.add_argument("--only", help="run only these variants (comma-separated names)")
+    p.add_argument("--evaluate", action="store_true", help="also evaluate every variant")
+    p.add_argument(
+        "--dry-run", action="store_true",
+        help="validate the file (keys, paths, layers) and print the plan; run nothing",
+    )  # fmt: skip
+    p.add_argument("--template", choices=("phantom", "mammoclip"),
+                   help="print a study file to start from and exit")  # fmt: skip
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _cmd_study(args: argparse.Namespace) -> int:
+    from mammodissect.study import run_study, template
+
+    if args.template:
+        print(template(args.template), end="")
+        return 0
+    if not args.study:
+        raise MammodissectError("give a study file (mammodissect study STUDY.yaml), or --template")
+    only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
+    result = run_study(
+        args.study, out=args.out, only=only, evaluate=args.evaluate, dry_run=args.dry_run,
+        quiet=args.quiet,
+    )  # fmt: skip
+    for key, status in result.steps.items():
+        variant = key.partition(":")[2]
+        layers = f", {result.layers[variant]} layers" if key.startswith("run:") else ""
+        took = f", {result.seconds[key]:.0f} s" if key in result.seconds else ""
+        print(f"  {key}: {status}{layers}{took}")
+    ran = sum(s == "ran" for s in result.steps.values())
+    reused = sum(s == "reused" for s in result.steps.values())
+    if args.dry_run:
+        print(f"plan: {len(result.steps) - reused} steps to run, {reused} reused; nothing run")
+    else:
+        print(f"{ran} steps ran, {reused} reused -> {result.out}/ (study.json; reports: "
+              f"report.html in each variant's folder and in compare/)")  # fmt: skip
+    return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -1065,6 +1117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "concepts": _cmd_concepts,
             "phantom": _cmd_phantom,
             "demo": _cmd_demo,
+            "study": _cmd_study,
             "summary": _cmd_summary,
             "compare": _cmd_compare,
             "evaluate": _cmd_evaluate,

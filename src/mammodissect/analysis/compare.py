@@ -479,6 +479,7 @@ def compare(
     layers: Sequence[str] | str | None = None,
     *,
     baseline: str | None = None,
+    finetuned: Sequence[str] | None = None,
     concepts: str | Path | ConceptSet | None = None,
     figures: bool = True,
     detectability: str | Path | None = None,
@@ -500,6 +501,8 @@ def compare(
         The run fine-tuned runs are compared with (question 2); default ``M`` when a run is
         named so. Fine-tuned runs: those whose name starts with ``C``; when none does and a
         baseline is given, every other run.
+    finetuned:
+        The fine-tuned runs by name, replacing the ``C`` prefix rule (a study's roles).
     concepts:
         The concept set, when a run directory lacks ``concepts.csv`` and its set is not a bundled
         one (checked against the runs' fingerprint).
@@ -651,7 +654,9 @@ def compare(
     broad_table = pd.DataFrame(broad_rows, columns=BROAD_COLUMNS)
     passing_all = pd.concat(passing_rows, ignore_index=True)
 
-    categories, finetune = _finetune(passing_all, names, baseline, table, dirs, controls)
+    categories, finetune = _finetune(
+        passing_all, names, (baseline, finetuned), table, dirs, controls
+    )
     coverage, coverage_categories, uncaptured = _coverage(passing_all, names, table)
     uncaptured, split = _seen(uncaptured, dirs, detectability, min_auroc)
 
@@ -714,13 +719,20 @@ def compare(
 def _finetune(
     passing: pd.DataFrame,
     names: list[str],
-    baseline: str | None,
+    roles: tuple[str | None, Sequence[str] | None],
     table: pd.DataFrame | None,
     runs: list[RunDir],
     controls: dict[tuple[str, Any], Any],
 ) -> tuple[pd.DataFrame, dict[str, Any] | None]:
-    """Question 2: per category, passing units of each fine-tuned run minus the baseline's."""
+    """Question 2: per category, passing units of each fine-tuned run minus the baseline's
+    (``roles``: the baseline and the fine-tuned runs, when given)."""
+    baseline, finetuned = roles
     empty = pd.DataFrame(columns=CATEGORY_CHANGE_COLUMNS)
+    unknown = sorted(set(finetuned or ()) - set(names))
+    if unknown:
+        raise MammodissectError(
+            f"fine-tuned runs {', '.join(unknown)} are not among the runs ({', '.join(names)})"
+        )
     if baseline is not None and baseline not in names:
         raise MammodissectError(
             f"baseline {baseline!r} is not one of the runs ({', '.join(names)}); name it with "
@@ -730,7 +742,11 @@ def _finetune(
     if base is None:
         log.info("no baseline run (named M or given): no fine-tuning comparison")
         return empty, None
-    tuned = [n for n in names if n != base and n.startswith("C")]
+    tuned = (
+        [n for n in names if n in finetuned and n != base]
+        if finetuned is not None
+        else [n for n in names if n != base and n.startswith("C")]
+    )
     if not tuned and baseline is not None:
         tuned = [n for n in names if n != base]
     if not tuned:

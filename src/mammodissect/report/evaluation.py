@@ -39,15 +39,22 @@ _AGREEMENT = {
     "cosine": "label-truth cosine (MiniLM)",
     "image_top1_match": "top-1 label names the image-level class",
     "image_top5_match": "image-level class among the top 5",
+    "class_top1_match": "top-1 label in the grounded concept's class (same masks)",
+    "iou_ratio": "label's IoU over the best concept's",
+    "concept_top1_match": "top-1 label is the best image-level concept (or its class)",
+    "auprc_ratio": "label's AUPRC over the best image-level concept's",
 }
 _LAYER_COLUMNS = ["layer", "units", "threshold", "null_p99", "units_above_threshold",
                   "units_above_null_99", "grounded_units", "top1_match", "top5_match",
-                  "image_grounded_units", "image_top1_match", "bootstrap_survival",
+                  "image_grounded_units", "image_top1_match", "iou_ratio",
+                  "concept_grounded_units", "auprc_ratio", "bootstrap_survival",
                   "noise_0.01_survival", "noise_0.02_survival"]  # fmt: skip
 _HEADERS = {"units_above_threshold": "above layer mean", "units_above_null_99": "above null 99%",
             "null_p99": "null p99", "grounded_units": "grounded", "top1_match": "top-1",
             "top5_match": "top-5", "image_grounded_units": "image-grounded",
-            "image_top1_match": "image top-1", "bootstrap_survival": "bootstrap survival",
+            "image_top1_match": "image top-1", "iou_ratio": "IoU ratio",
+            "concept_grounded_units": "concept-grounded", "auprc_ratio": "AUPRC ratio",
+            "bootstrap_survival": "bootstrap survival",
             "noise_0.01_survival": "noise 0.01 survival",
             "noise_0.02_survival": "noise 0.02 survival"}  # fmt: skip
 
@@ -178,10 +185,12 @@ def _similarities(path: Path) -> str:
         image = (f'<div class="figure"><img src="data:image/png;base64,{data}" '
                  'alt="label agreement per similarity function"></div>')  # fmt: skip
     columns = ["setting", "grounded_units", "top1_match", "top1_match_low", "top1_match_high",
-               "top5_match", "cosine", "units_above_null_99"]  # fmt: skip
+               "top5_match", "class_top1_match", "iou_ratio", "auprc_ratio", "planted_top1",
+               "planted_top5", "head_top1_in_class", "units_above_null_99"]  # fmt: skip
     return (
         '<h3>Similarity functions</h3><p class="muted">Every unit relabelled from the caches '
-        "with each similarity setting and scored against the same grounding.</p>"
+        "with each similarity setting and scored against the same truth: exact and fair "
+        "agreement of hidden units, planted units, the classifier head.</p>"
         f'{image}<div class="wrap">{pg.table_html(table, columns)}</div>'
     )
 
