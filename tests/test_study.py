@@ -184,3 +184,19 @@ def test_templates_parse_and_report_their_placeholders_as_missing_files(
     assert study.names == ["G", "M", "C-density", "C-mass", "C-calcification", "C-birads"]
     assert [v.role for v in study.variants][:3] == ["general", "mammography", "finetuned"]
     assert study.compare == {} and study.report == {"cards": 3, "card_images": 3}
+
+
+def test_the_demo_is_the_phantom_template_study(tmp_path: Path) -> None:
+    from mammodissect.models.spec import parse_spec
+    from mammodissect.phantom.demo import demo_study, demo_variants
+
+    shipped = yaml.safe_load(template("phantom"))
+    demo = demo_study(tmp_path, tmp_path / "probe" / "manifest.csv", demo_variants())
+    for key in ("dissector", "concepts"):
+        assert shipped[key] == demo[key]
+    assert shipped["report"] == demo["report"]
+
+    def portable(entry: dict) -> dict:
+        return {**entry, "target": parse_spec(entry["target"]).portable()}
+
+    assert [portable(v) for v in shipped["variants"]] == [portable(v) for v in demo["variants"]]

@@ -6,7 +6,8 @@ weights), the mammography-trained one (M: phantom-clip's own image encoder) and 
 for density, mass, suspicious calcification and BI-RADS (C: the bundled ``phantom-c-*``
 classifiers), the study's G + M + 4 C, with the bundled ``birads+controls`` concept set and
 phantom-clip as the dissector, writes a run directory per variant, and summarises how many
-units got a mammography concept.
+units got a mammography concept. The variants run as a study (:mod:`mammodissect.study`, the
+``phantom`` template's study): a rerun reuses every finished step.
 """
 
 from __future__ import annotations
@@ -19,18 +20,21 @@ from typing import Any
 import pandas as pd
 
 from mammodissect.analysis import Comparison
-from mammodissect.analysis.evaluated import evaluation_row
-from mammodissect.api import Dissection, compare, dissect
+from mammodissect.analysis.evaluated import evaluation_row, read_evaluation
+from mammodissect.analysis.runs import read_neurons
+from mammodissect.api import compare
 from mammodissect.models.phantom_clip import PHANTOM_CLIP_SIZE
 from mammodissect.phantom.generate import generate
 from mammodissect.phantom.targets import C_TASKS
 from mammodissect.phantom.write import write_phantoms
-from mammodissect.report import REPORT_FILE, report
+from mammodissect.rundir import NEURONS_FILE, REPORT_FILE
+from mammodissect.study import COMPARE_DIR, run_study
 
 __all__ = [
     "DEMO_SEED",
     "REPORT_FILE",
     "Variant",
+    "demo_study",
     "demo_variants",
     "run_demo",
     "summarise",
@@ -43,14 +47,15 @@ DEMO_SEED = 2026
 CONCEPTS = "birads+controls"
 DISSECTOR = "phantom-clip"
 #: Sub-folder of the demo's output with the comparison of the variants (tables, figures).
-COMPARE = "compare"
+COMPARE = COMPARE_DIR
 
 
 @dataclass(frozen=True)
 class Variant:
-    """One model of the comparison: its spec, the layers to dissect, its input size."""
+    """One model of the comparison: its role in the study, spec, layers, input size."""
 
     name: str
+    role: str
     description: str
     target: str
     layers: str
@@ -65,19 +70,51 @@ def demo_variants(blocks: str = "*.*") -> list[Variant]:
     weights = next(Path(lite0.__file__).parent.rglob("efficientnet-lite0-*.pth"))
     size = "x".join(map(str, PHANTOM_CLIP_SIZE))
     return [
-        Variant("G", "EfficientNet-Lite0, ImageNet weights",
+        Variant("G", "general", "EfficientNet-Lite0, ImageNet weights",
                 f"efficientnet:efficientnet-lite0?weights={weights}", f"blocks.{blocks}", size),
-        Variant("M", "phantom-clip's image encoder (trained on phantoms)", DISSECTOR,
-                f"image_encoder.blocks.{blocks}"),
+        Variant("M", "mammography", "phantom-clip's image encoder (trained on phantoms)",
+                DISSECTOR, f"image_encoder.blocks.{blocks}"),
         *(
-            Variant(f"C-{task}", f"M fine-tuned for {column.replace('_', ' ')}",
+            Variant(f"C-{task}", "finetuned", f"M fine-tuned for {column.replace('_', ' ')}",
                     f"phantom-c-{task}", f"image_encoder.blocks.{blocks}")
             for task, column in C_TASKS.items()
         ),
     ]  # fmt: skip
 
 
-def summarise(name: str, result: Dissection, comparison: Comparison) -> dict[str, Any]:
+def demo_study(
+    out: Path,
+    probe: Path,
+    variants: list[Variant],
+    *,
+    device: str = "auto",
+    num_workers: int = 2,
+    report_cards: int = 3,
+    evaluate_runs: bool = False,
+) -> dict[str, Any]:
+    """The demo as a study mapping (:func:`mammodissect.study.load_study`): the ``phantom``
+    template's study with this probe, these variants and settings."""
+    return {
+        "out": str(out),
+        "dissector": DISSECTOR,
+        "probe": str(probe),
+        "concepts": CONCEPTS,
+        "device": device,
+        "num_workers": num_workers,
+        "variants": [_variant(v) for v in variants],
+        "compare": True,
+        "report": {"cards": report_cards, "card_images": 3},
+        "evaluate": True if evaluate_runs else None,
+    }
+
+
+def _variant(variant: Variant) -> dict[str, Any]:
+    entry = {"name": variant.name, "role": variant.role, "target": variant.target,
+             "layers": variant.layers}  # fmt: skip
+    return entry | ({"image_size": variant.image_size} if variant.image_size else {})
+
+
+def summarise(name: str, neurons: pd.DataFrame, comparison: Comparison) -> dict[str, Any]:
     """One variant's row of the demo summary.
 
     ``mammography_units``: units whose top-1 concept is a mammography (not control) concept,
@@ -86,7 +123,7 @@ def summarise(name: str, result: Dissection, comparison: Comparison) -> dict[str
     ``passing_mammography_units``: the same among units passing the global threshold of the
     comparison (as the study counts them). Then the top concepts of the last layer.
     """
-    best = result.neurons[result.neurons["rank"] == 1]
+    best = neurons[neurons["rank"] == 1]
     concepts = comparison.info["concepts"]  # the concept set's size and mammography count
     rows = comparison.layers[comparison.layers["run"] == name]
     last = best[best["layer"] == best["layer"].iloc[-1]]
@@ -128,32 +165,28 @@ def run_demo(
     out = Path(out)
     manifest = write_phantoms(out / "probe", generate(images, seed=seed))
     variants = demo_variants(blocks)
-    results = {}
-    for variant in variants:
-        results[variant.name] = dissect(
-            variant.target, DISSECTOR, str(manifest), CONCEPTS, variant.layers,
-            out=out / variant.name, image_size=variant.image_size, device=device,
-            quiet=quiet, num_workers=num_workers,
-        )  # fmt: skip
-    evaluations = {}
-    if evaluate_runs:
-        from mammodissect.evaluate import evaluate
-
-        for variant in variants:
-            evaluations[variant.name] = evaluate(
-                out / variant.name, probe=manifest, target=variant.target, device=device,
-                quiet=quiet,
-            ).info  # fmt: skip
-    comparison = compare([out / name for name in results], out / COMPARE)
-    for variant in variants:  # the runs' reports first: the comparison's report links them
-        report(out / variant.name, probe=manifest, cards=report_cards, card_images=3,
-               target=variant.target, device=device)  # fmt: skip
-    report(out / COMPARE)
+    study = demo_study(
+        out, manifest, variants, device=device, num_workers=num_workers,
+        report_cards=report_cards, evaluate_runs=evaluate_runs,
+    )  # fmt: skip
+    run_study(study, quiet=quiet)
+    names = [v.name for v in variants]
+    comparison = compare(
+        [out / name for name in names], None, names=names, baseline="M",
+        finetuned=[v.name for v in variants if v.role == "finetuned"],
+    )  # fmt: skip
+    evaluations = {
+        name: info for name in names if (info := read_evaluation(out / name)) is not None
+    }
     summary = pd.DataFrame(
         {
-            **summarise(v.name, results[v.name], comparison),
+            **summarise(v.name, read_neurons(out / v.name / NEURONS_FILE), comparison),
             "model": v.description,
-            **(evaluation_row(evaluations[v.name]) if v.name in evaluations else {}),
+            **(
+                evaluation_row(evaluations[v.name])
+                if evaluate_runs and v.name in evaluations
+                else {}
+            ),
         }
         for v in variants
     )
