@@ -200,3 +200,42 @@ def test_the_demo_is_the_phantom_template_study(tmp_path: Path) -> None:
         return {**entry, "target": parse_spec(entry["target"]).portable()}
 
     assert [portable(v) for v in shipped["variants"]] == [portable(v) for v in demo["variants"]]
+
+
+def test_a_finetuned_variant_is_built_by_the_study(tmp_path: Path) -> None:
+    from mammodissect.phantom import PhantomSettings, generate, write_phantoms
+
+    probe = write_phantoms(
+        tmp_path / "probe",
+        generate(40, seed=3, settings=PhantomSettings(size=(96, 58), rates={"implant": 0.5})),
+    )
+    tiny = "python:helpers_models:tiny_cnn?size=96x58"
+    data = {
+        "out": str(tmp_path / "study"), "dissector": "python:planted:make_dissector",
+        "probe": str(probe), "concepts": "birads", "cache_dir": str(tmp_path / "cache"),
+        "num_workers": 0, "similarity_params": {"top_k": 5}, "report": False,
+        "variants": [
+            {"name": "M", "role": "mammography", "target": tiny, "layers": "features.3"},
+            {"name": "C-implant", "role": "finetuned",
+             "layers": "image_encoder.features.3,classifier.classification_head",
+             "finetune": {"model": tiny, "task": "implant", "epochs": 1, "batch_size": 16,
+                          "lr": 3e-3}},
+        ],
+    }  # fmt: skip
+    first = run_study(data, quiet=True)
+    assert list(first.steps) == ["run:M", "finetune:C-implant", "run:C-implant", "compare"]
+    assert set(first.steps.values()) == {"ran"}
+    checkpoint = tmp_path / "study" / "finetune" / "C-implant" / "classifier.safetensors"
+    assert checkpoint.is_file()
+    run = json.loads((tmp_path / "study" / "C-implant" / "run.json").read_text())
+    assert [layer["units"] for layer in run["layers"]][-1] == 1  # the binary head
+    assert set(run_study(data, quiet=True).steps.values()) == {"reused"}
+    # the fine-tuning recipe changes: fine-tuning, its run and the comparison run again
+    data["variants"][1]["finetune"]["lr"] = 1e-3
+    ran = {k for k, v in run_study(data, quiet=True).steps.items() if v == "ran"}
+    assert ran == {"finetune:C-implant", "run:C-implant", "compare"}
+    with pytest.raises(MammodissectError, match="remove target"):
+        load_study({**data, "variants": [{**data["variants"][1], "target": tiny}]})
+    with pytest.raises(MammodissectError, match="finetune needs 'task'"):
+        bad = {k: v for k, v in data["variants"][1]["finetune"].items() if k != "task"}
+        load_study({**data, "variants": [{**data["variants"][1], "finetune": bad}]})

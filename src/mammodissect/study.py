@@ -7,7 +7,10 @@ A study file holds
   :class:`mammodissect.config.RunConfig`), plus ``out`` (the study folder);
 - ``variants``: a list, each with ``name`` (its run directory under ``out``), ``role``
   (``general``, ``mammography`` or ``finetuned``), ``target``, ``layers`` and any run key
-  that differs for it (``image_size: 320x192``);
+  that differs for it (``image_size: 320x192``); a fine-tuned variant may instead have
+  ``finetune`` (``model``, ``task`` and any setting of :func:`mammodissect.finetune`; ``probe``
+  defaults to the study's): its target is then the classifier that fine-tuning writes into
+  ``OUT/finetune/NAME`` (built when missing, a step of its own);
 - optional sections ``evaluate`` (keys of :func:`mammodissect.evaluate.evaluate`, or
   ``true``), ``compare`` (``layers``, ``figures``, ``detectability``, ``min_auroc``) and
   ``report`` (``cards``, ``card_images``, ``batch_size``); ``compare`` and ``report`` run
@@ -69,7 +72,9 @@ COMPARE_DIR = "compare"
 #: A variant's role in the study.
 ROLES: tuple[str, ...] = ("general", "mammography", "finetuned")
 _SECTIONS = ("variants", "evaluate", "compare", "report")
-_VARIANT_KEYS = ("name", "role", "target", "layers", "evaluate")
+_VARIANT_KEYS = ("name", "role", "target", "layers", "evaluate", "finetune")
+#: finetune() arguments a study does not take from the variant's ``finetune`` mapping.
+_FINETUNE_FIXED = ("out", "cache_dir", "device", "progress", "overwrite", "num_workers")
 _COMPARE_KEYS = ("layers", "figures", "detectability", "min_auroc")
 _REPORT_KEYS = ("cards", "card_images", "batch_size")
 #: evaluate() arguments a study does not set: the study gives them.
@@ -85,6 +90,7 @@ class StudyVariant:
     role: str
     config: RunConfig
     evaluate: dict[str, Any] = field(default_factory=dict)
+    finetune: dict[str, Any] | None = None
 
 
 @dataclass
@@ -202,8 +208,53 @@ def _evaluate_keys() -> list[str]:
     return [p for p in inspect.signature(evaluate).parameters if p not in _EVALUATE_FIXED]
 
 
-def _check_files(config: RunConfig, where: _Located, path: tuple) -> None:
-    """Missing probe, concept file or model files, named with the key that names them."""
+def _finetune_entry(
+    entry: dict[str, Any], shared: dict[str, Any], folder: Path, where: _Located, path: tuple
+) -> dict[str, Any] | None:
+    """A variant's ``finetune`` mapping, checked, with the study's probe when it names none;
+    None without one."""
+    from mammodissect.finetune import finetune
+
+    value = entry.get("finetune")
+    if value is None:
+        return None
+    here = (*path, "finetune")
+    if not isinstance(value, dict):
+        raise where.fail(here, "finetune must be a mapping (model, task, settings)")
+    known = [p for p in inspect.signature(finetune).parameters if p not in _FINETUNE_FIXED]
+    _unknown(list(value), known, where, here)
+    if entry.get("target"):
+        raise where.fail(
+            (*path, "target"),
+            "a variant with finetune gets its target from the fine-tuning; remove target",
+        )
+    for key in ("model", "task"):
+        if not value.get(key):
+            raise where.fail(here, f"finetune needs {key!r}")
+    tuning = {"probe": shared.get("probe"), **value}
+    try:
+        files = parse_spec(str(tuning["model"])).files()
+    except MammodissectError as err:
+        raise where.fail((*here, "model"), f"finetune model: {err}") from None
+    for name, file in [*files.items(), ("probe", Path(str(tuning["probe"])).expanduser())]:
+        if not file.exists():
+            raise where.fail(here, f"finetune {name} file {str(file)!r} does not exist")
+    return tuning
+
+
+def _finetuned_target(tuning: dict[str, Any], folder: Path) -> str:
+    """The spec of the classifier fine-tuning writes into ``folder``."""
+    from mammodissect.finetune.export import MAMMOCLIP_BASES, target_spec
+
+    pth = parse_spec(str(tuning["model"])).scheme in MAMMOCLIP_BASES
+    return target_spec(
+        folder, {"checkpoint": "classifier.pth" if pth else "classifier.safetensors"}
+    )
+
+
+def _check_files(config: RunConfig, where: _Located, path: tuple, *, target: bool = True) -> None:
+    """Missing probe, concept file or model files, named with the key that names them
+    (``target=False``: the target's files are made by the study)."""
     from mammodissect.concepts import bundled_names
 
     checks: list[tuple[str, Path]] = []
@@ -214,7 +265,7 @@ def _check_files(config: RunConfig, where: _Located, path: tuple) -> None:
         bundled_names()
     ):
         checks.append(("concepts", Path(concepts).expanduser()))
-    for key in ("target", "dissector"):
+    for key in ("target", "dissector") if target else ("dissector",):
         spec = getattr(config, key)
         if isinstance(spec, str):
             try:
@@ -262,8 +313,14 @@ def load_study(source: str | Path | Mapping[str, Any], out: str | Path | None = 
         if not isinstance(entry, dict):
             raise where.fail(path, "each variant must be a mapping (name, role, target, layers)")
         _unknown(list(entry), [*_VARIANT_KEYS, *(k for k in run_keys if k != "out")], where, path)
-        for key in _VARIANT_KEYS:
-            if key not in ("layers", "evaluate") and not entry.get(key):
+        tuning = _finetune_entry(entry, shared, folder, where, path)
+        if tuning is not None:
+            entry = {
+                **entry,
+                "target": _finetuned_target(tuning, folder / "finetune" / entry["name"]),
+            }
+        for key in ("name", "role", "target"):
+            if not entry.get(key):
                 raise where.fail(path, f"variant {i + 1} has no {key!r}")
         name = str(entry["name"])
         if name in [v.name for v in variants]:
@@ -279,15 +336,15 @@ def load_study(source: str | Path | Mapping[str, Any], out: str | Path | None = 
                 (*path, "role"), f"role {entry['role']!r} unknown; use {', '.join(ROLES)}"
             )
         values = {**shared, **{k: v for k, v in entry.items()
-                               if k not in ("name", "role", "evaluate")}}  # fmt: skip
+                               if k not in ("name", "role", "evaluate", "finetune")}}  # fmt: skip
         values["out"] = str(folder / name)
         try:
             config = RunConfig.from_mapping(values, source=f"variant {name!r}")
         except MammodissectError as err:
             raise where.fail(path, f"variant {name!r}: {err}") from None
-        _check_files(config, where, path)
+        _check_files(config, where, path, target=tuning is None)
         own = _section(entry.get("evaluate"), _evaluate_keys(), where, (*path, "evaluate"))
-        variants.append(StudyVariant(name, str(entry["role"]), config, own or {}))
+        variants.append(StudyVariant(name, str(entry["role"]), config, own or {}, tuning))
     mammography = [v.name for v in variants if v.role == "mammography"]
     if len(mammography) > 1:
         raise where.fail(
@@ -321,6 +378,10 @@ def check_layers(study: Study) -> dict[str, int]:
     loaded: dict[str, Any] = {}
     for variant in study.variants:
         spec = variant.config.target
+        if variant.finetune is not None and not all(
+            f.exists() for f in parse_spec(spec).files().values()
+        ):
+            continue  # fine-tuned by the study: its layers are checked when it runs
         key = spec if isinstance(spec, str) else id(spec)
         if key not in loaded:
             loaded[key] = load_target(spec) if isinstance(spec, str) else spec
@@ -338,7 +399,8 @@ class Step:
     Attributes
     ----------
     key:
-        ``run:NAME``, ``evaluate:NAME``, ``report:NAME``, ``compare`` or ``report:compare``.
+        ``finetune:NAME``, ``run:NAME``, ``evaluate:NAME``, ``report:NAME``, ``compare`` or
+        ``report:compare``.
     fingerprint:
         What the step depends on, hashed.
     done:
@@ -358,9 +420,10 @@ def _digest(value: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _run_fingerprint(config: RunConfig) -> str:
+def _run_fingerprint(config: RunConfig, made: str | None = None) -> str:
     """The run's settings and the identities (name, size, modification time) of the files it
-    reads: probe, concept file, model files."""
+    reads: probe, concept file, model files; for a target the study fine-tunes, the
+    fine-tuning step's fingerprint ``made`` instead of its files."""
     values = {k: v for k, v in dataclasses.asdict(config).items()
               if k not in ("quiet", "num_workers", "device")}  # fmt: skip
     files: dict[str, Any] = {}
@@ -368,19 +431,32 @@ def _run_fingerprint(config: RunConfig) -> str:
         files["probe"] = file_identity(Path(config.probe).expanduser())
     if isinstance(config.concepts, str | Path) and Path(config.concepts).expanduser().is_file():
         files["concepts"] = file_identity(Path(config.concepts).expanduser())
-    for key in ("target", "dissector"):
+    for key in ("target", "dissector") if made is None else ("dissector",):
         spec = getattr(config, key)
         if isinstance(spec, str):
             for name, path in parse_spec(spec).files().items():
                 files[f"{key}.{name}"] = file_identity(path)
-    return _digest({"settings": values, "files": files})
+    return _digest({"settings": values, "files": files, "made": made})
+
+
+def _finetune_fingerprint(tuning: dict[str, Any]) -> str:
+    files = {name: file_identity(p) for name, p in parse_spec(str(tuning["model"])).files().items()}
+    files["probe"] = file_identity(Path(str(tuning["probe"])).expanduser())
+    return _digest({"settings": tuning, "files": files})
 
 
 def plan_study(
-    study: Study, *, only: Sequence[str] | None = None, quiet: bool = False
+    study: Study,
+    *,
+    only: Sequence[str] | None = None,
+    quiet: bool = False,
+    done: Mapping[str, Any] | None = None,
 ) -> list[Step]:
     """The study's steps in order (see the module docstring); ``only`` limits the variant
-    steps to those variants (the comparison still runs over every variant's run)."""
+    steps to those variants (the comparison still runs over every variant's run). ``done``:
+    study.json's finished steps; a fine-tuning finished with other settings is replaced, an
+    unfinished one with the same settings resumes."""
+    done = done or {}
     from mammodissect.analysis.compare import compare
     from mammodissect.api import run
     from mammodissect.report import report
@@ -392,9 +468,25 @@ def plan_study(
     for variant in study.variants:
         config = dataclasses.replace(variant.config, quiet=quiet)
         run_dir = Path(config.out)
-        fp = _run_fingerprint(config)
-        fingerprints[variant.name] = fp
         mine = only is None or variant.name in only
+        made = None
+        if variant.finetune is not None:
+            from mammodissect.finetune import finetune
+
+            made = _finetune_fingerprint(variant.finetune)
+            checkpoint = next(iter(parse_spec(config.target).files().values()))
+            key = f"finetune:{variant.name}"
+            replace = key in done and done[key].get("fingerprint") != made
+            if mine:
+                steps.append(Step(
+                    key, made, checkpoint,
+                    lambda c=config, t=variant.finetune, f=checkpoint.parent, r=replace: finetune(
+                        out=f, cache_dir=c.cache_dir, device=c.device, overwrite=r,
+                        num_workers=c.num_workers, progress=not c.quiet, **t,
+                    ),
+                ))  # fmt: skip
+        fp = _run_fingerprint(config, made)
+        fingerprints[variant.name] = fp
         if mine:
             steps.append(Step(f"run:{variant.name}", fp, run_dir / RUN_JSON,
                               lambda c=config: run(c)))  # fmt: skip
@@ -502,9 +594,9 @@ def run_study(
     if evaluate and study.evaluate is None:
         study = dataclasses.replace(study, evaluate={})
     layer_counts = check_layers(study)
-    steps = plan_study(study, only=only, quiet=quiet)
     record = _record(study.out)
     done = record.get("steps", {})
+    steps = plan_study(study, only=only, quiet=quiet, done=done)
     status: dict[str, str] = {}
     seconds: dict[str, float] = {}
     for step in steps:
