@@ -410,3 +410,14 @@ def test_other_settings_in_the_same_folder_are_refused(phantoms, tmp_path):
         TINY, phantoms["small"], "implant", out, epochs=1, overwrite=True, **{**FAST, "lr": 1e-3}
     )
     assert replaced["settings"]["lr"] == 1e-3 and replaced["epochs_done"] == 1
+
+
+def test_the_cli_overwrite_flag_replaces_a_run_with_other_settings(phantoms, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["finetune", "--model", TINY, "--probe", str(phantoms["small"]), "--task", "implant",
+            "--out", str(out), "--epochs", "1", "--batch-size", "16", "--quiet"]  # fmt: skip
+    assert main([*argv, "--lr", "3e-3"]) == 0
+    assert main([*argv, "--lr", "1e-3"]) == 2
+    assert "pass --overwrite to replace it" in capsys.readouterr().err
+    assert main([*argv, "--lr", "1e-3", "--overwrite"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["settings"]["lr"] == 1e-3

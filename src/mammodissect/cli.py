@@ -346,7 +346,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         seed=args.seed, image_size=args.image_size, preprocess=args.preprocess,
         device=args.device, num_workers=args.num_workers, augment=args.augment,
         freeze=args.freeze, voi=args.voi, cache_dir=args.cache_dir,
-        cache_images=args.cache_images, progress=not args.quiet,
+        cache_images=args.cache_images, progress=not args.quiet, overwrite=args.overwrite,
     )  # fmt: skip
     best = metrics["best_metric"]
     shown = f"{best:.4f}" if best is not None else "undefined"
