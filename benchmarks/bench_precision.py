@@ -2,7 +2,7 @@
 when the same run records in bf16/fp16 (and/or channels-last) instead of float32.
 
 Both runs use the same probe, models and concepts; see
-:func:`mammodissect.precision.parity_run`. On CPU only bf16 is possible (and slow).
+:func:`mammodissect.api.parity_run`. On CPU only bf16 is possible (and slow).
 
     python benchmarks/bench_precision.py                               # CPU, bf16, 32 phantoms
     python benchmarks/bench_precision.py --device cuda --precision fp16 --channels-last
@@ -19,9 +19,9 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from mammodissect.api import parity_run
 from mammodissect.config import RunConfig
 from mammodissect.phantom import generate, write_phantoms
-from mammodissect.precision import parity_run
 
 
 def main() -> int:

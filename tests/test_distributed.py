@@ -17,12 +17,13 @@ import pytest
 import torch
 
 from mammodissect import dissect
+from mammodissect.api import parity_run
 from mammodissect.cli import main
 from mammodissect.config import RunConfig
 from mammodissect.distributed import merge_tops, shard_rows
 from mammodissect.errors import MammodissectError
 from mammodissect.models import ImagePreprocess, Target
-from mammodissect.precision import check_precision, label_parity, parity_run
+from mammodissect.precision import check_precision, label_parity
 from mammodissect.topk import RunningTopK
 
 import planted

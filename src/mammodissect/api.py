@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import logging
@@ -42,7 +43,7 @@ from mammodissect.models import (
 from mammodissect.models.base import bind_probe
 from mammodissect.models.configured import load_models, resolve_device
 from mammodissect.models.spec import parse_spec, spec_files
-from mammodissect.precision import check_precision
+from mammodissect.precision import check_precision, label_parity
 from mammodissect.privacy import Redactor, anonymize_id
 from mammodissect.probe import Probe, load_probe
 from mammodissect.record import Recording, probe_digest, record
@@ -61,7 +62,15 @@ from mammodissect.rundir import (
 )
 from mammodissect.similarity import get_similarity
 
-__all__ = ["Dissection", "compare", "dissect", "resolve_device", "run", "write_summary"]
+__all__ = [
+    "Dissection",
+    "compare",
+    "dissect",
+    "parity_run",
+    "resolve_device",
+    "run",
+    "write_summary",
+]
 
 log = logging.getLogger(__name__)
 
@@ -472,3 +481,34 @@ def write_run(
     if removed:
         log.info("removed outputs of an earlier run in %s: %s", out.name, ", ".join(removed))
     return out
+
+
+def parity_run(config: RunConfig, precision: str | None = None) -> dict[str, Any]:
+    """Run ``config`` in float32 and in ``precision`` and compare the top-1 labels.
+
+    Parameters
+    ----------
+    config:
+        A :class:`~mammodissect.config.RunConfig`; its ``out`` is ignored (nothing is
+        written), its caches are used as usual.
+    precision:
+        The precision to check (default: ``config.precision``); ``channels_last`` is
+        taken from ``config`` for that run only.
+
+    Returns
+    -------
+    dict
+        :func:`label_parity`'s counts plus ``precision``, ``channels_last`` and the
+        recording seconds of each run.
+    """
+    precision = precision or config.precision
+    base = dataclasses.replace(config, out=None, precision="fp32", channels_last=False)
+    test = dataclasses.replace(config, out=None, precision=precision)
+    reference, other = run(base), run(test)
+    return {
+        **label_parity(reference.neurons, other.neurons),
+        "precision": precision,
+        "channels_last": bool(config.channels_last),
+        "seconds_fp32": reference.run["timings_s"].get("record"),
+        "seconds_other": other.run["timings_s"].get("record"),
+    }

@@ -13,7 +13,6 @@ move compared with float32.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -29,7 +28,6 @@ __all__ = [
     "check_precision",
     "label_parity",
     "memory_format",
-    "parity_run",
 ]
 
 log = logging.getLogger(__name__)
@@ -114,37 +112,4 @@ def label_parity(reference: pd.DataFrame, other: pd.DataFrame, top: int = 5) -> 
         "fraction_in_top": float(pairs.isin(ranked).mean()),
         "top": top,
         "by_layer": {str(k): float(v) for k, v in by_layer.items()},
-    }
-
-
-def parity_run(config: Any, precision: str | None = None) -> dict[str, Any]:
-    """Run ``config`` in float32 and in ``precision`` and compare the top-1 labels.
-
-    Parameters
-    ----------
-    config:
-        A :class:`~mammodissect.config.RunConfig`; its ``out`` is ignored (nothing is
-        written), its caches are used as usual.
-    precision:
-        The precision to check (default: ``config.precision``); ``channels_last`` is
-        taken from ``config`` for that run only.
-
-    Returns
-    -------
-    dict
-        :func:`label_parity`'s counts plus ``precision``, ``channels_last`` and the
-        recording seconds of each run.
-    """
-    from mammodissect.api import run
-
-    precision = precision or config.precision
-    base = dataclasses.replace(config, out=None, precision="fp32", channels_last=False)
-    test = dataclasses.replace(config, out=None, precision=precision)
-    reference, other = run(base), run(test)
-    return {
-        **label_parity(reference.neurons, other.neurons),
-        "precision": precision,
-        "channels_last": bool(config.channels_last),
-        "seconds_fp32": reference.run["timings_s"].get("record"),
-        "seconds_other": other.run["timings_s"].get("record"),
     }
