@@ -190,7 +190,7 @@ def test_evaluate_of_an_annotation_run_needs_the_probe(tmp_path, concept_file, c
         "run", "--target", "python:planted:make_target", "--dissector", "annotations",
         "--probe", str(probe / "m.csv"), "--concepts", str(concept_file), "--layers",
         "features", "--out", str(out), "--num-workers", "0", "--quiet",
-        "--similarity-param", "top_k=5",
+        "--similarity", "soft_wpmi", "--similarity-param", "top_k=5",
     ]) == 0  # fmt: skip
     capsys.readouterr()
     assert main(["evaluate", str(out), "--noise", "none", "--stability-reps", "2"]) == 2

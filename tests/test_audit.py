@@ -295,12 +295,12 @@ def test_calibrated_probabilities_feed_the_run_and_evaluate_rebuilds_them(plante
 
     concepts = _flagged_concepts(tmp_path / "concepts.csv")
     _run(planted_probe, concepts, tmp_path / "cal", "--detectability", str(audited),
-         "--calibrated", "--similarity-param", "top_k=5")  # fmt: skip
+         "--calibrated", "--similarity", "soft_wpmi", "--similarity-param", "top_k=5")  # fmt: skip
     info = json.loads((tmp_path / "cal" / "run.json").read_text())
     assert info["config"]["calibrated"] is True and info["detectability"]["calibrated"] is True
     assert info["detectability"]["calibration"] == {"slope": 8.0, "intercept": -3.0}
     _run(planted_probe, concepts, tmp_path / "raw", "--detectability", str(audited),
-         "--similarity-param", "top_k=5")  # fmt: skip
+         "--similarity", "soft_wpmi", "--similarity-param", "top_k=5")  # fmt: skip
     cal = pd.read_csv(tmp_path / "cal" / "neurons.csv")
     raw = pd.read_csv(tmp_path / "raw" / "neurons.csv")
     assert not np.allclose(cal["score"], raw["score"])  # the probabilities, not the cosines

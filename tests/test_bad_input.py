@@ -35,7 +35,8 @@ def run_args(probe, out, concepts, *extra, target=TARGET, layers="features"):
     return [
         "run", "--target", target, "--dissector", DISSECTOR, "--probe", str(probe),
         "--concepts", str(concepts), "--layers", layers, "--out", str(out),
-        "--num-workers", "0", "--batch-size", "8", "--similarity-param", "top_k=5", *extra,
+        "--num-workers", "0", "--batch-size", "8",
+        "--similarity", "soft_wpmi", "--similarity-param", "top_k=5", *extra,
     ]  # fmt: skip
 
 
@@ -83,7 +84,11 @@ def test_anonymized_outputs_carry_no_part_of_the_probe_names(
     runs = tmp_path / "runs"
     for name, similarity in (("G", "soft_wpmi"), ("M", "cos_similarity")):
         argv = run_args(patient_probe, runs / name, concept_file, "--anonymize-ids", "--quiet")
-        argv = [a for a in argv if a not in ("--similarity-param", "top_k=5")]
+        argv = [
+            a
+            for a in argv
+            if a not in ("--similarity", "soft_wpmi", "--similarity-param", "top_k=5")
+        ]
         assert main([*argv, "--similarity", similarity]) == 0
     assert main(["report", str(runs / "G"), "--probe", str(patient_probe), "--quiet"]) == 0
     assert main([

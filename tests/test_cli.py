@@ -82,7 +82,13 @@ def test_wrong_spec(capsys, planted_probe, concept_file, flag, spec, message):
 def test_unknown_similarity_and_parameter(capsys, planted_probe, concept_file):
     line = _error(capsys, args(planted_probe, concept_file, **{"--similarity": "soft_wmpi"}))
     assert "soft_wmpi" in line and "soft_wpmi" in line
-    argv = [*args(planted_probe, concept_file), "--similarity-param", "topk=3"]
+    argv = [
+        *args(planted_probe, concept_file),
+        "--similarity",
+        "soft_wpmi",
+        "--similarity-param",
+        "topk=3",
+    ]
     line = _error(capsys, argv)
     assert "takes no parameter topk" in line and "top_k" in line
 

@@ -531,7 +531,17 @@ def test_run_records_strings_and_writes_categories(planted_probe, tmp_path):
     argv = ["run", "--target", "python:planted:make_target"]
     argv += ["--dissector", "python:planted:make_dissector", "--probe", str(planted_probe)]
     argv += ["--concepts", str(concepts), "--layers", "features", "--out", str(out)]
-    argv += ["--num-workers", "0", "--quiet", "--batch-size", "8", "--similarity-param", "top_k=10"]
+    argv += [
+        "--num-workers",
+        "0",
+        "--quiet",
+        "--batch-size",
+        "8",
+        "--similarity",
+        "soft_wpmi",
+        "--similarity-param",
+        "top_k=10",
+    ]
     argv += ["--lowercase", "--prompt", "{}", "--prompt", "{}", "--duplicates", "multi"]
     assert main(argv) == 0
     neurons = pd.read_csv(out / "neurons.csv")

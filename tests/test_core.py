@@ -85,7 +85,7 @@ def test_empty_concepts_are_an_error(tmp_path):
 
 def test_config_rejects_bad_values():
     base = dict(target="t:x", dissector="d:y", probe="p", concepts="c", layers="l")
-    assert RunConfig(**base).similarity == "soft_wpmi"
+    assert RunConfig(**base).similarity == "correlation"  # the default, chosen by evidence
     with pytest.raises(MammodissectError, match="pooling 'median' unknown"):
         RunConfig(**base, pooling="median")
     with pytest.raises(MammodissectError, match="device 'tpu' unknown"):

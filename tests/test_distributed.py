@@ -41,7 +41,8 @@ def _args(probe: Path, concepts: Path, out: Path, batch: int) -> list[str]:
         "run", "--target", TARGET, "--dissector", DISSECTOR, "--probe", str(probe),
         "--concepts", str(concepts), "--layers", "features,head", "--out", str(out),
         "--num-workers", "0", "--quiet", "--batch-size", str(batch),
-        "--similarity-param", "top_k=5", "--top-images", "3", "--device", "cpu",
+        "--similarity", "soft_wpmi", "--similarity-param", "top_k=5", "--top-images", "3",
+        "--device", "cpu",
     ]  # fmt: skip
 
 
@@ -168,7 +169,8 @@ def test_bf16_on_cpu_warns_and_parity_counts_changed_labels(
     config = RunConfig(
         target=TARGET, dissector=DISSECTOR, probe=str(planted_probe), concepts=str(concept_file),
         layers="features", num_workers=0, quiet=True, batch_size=8, device="cpu",
-        similarity_params={"top_k": 10}, precision="bf16", cache_dir=str(tmp_path / "c"),
+        similarity="soft_wpmi", similarity_params={"top_k": 10}, precision="bf16",
+        cache_dir=str(tmp_path / "c"),
     )  # fmt: skip
     parity = parity_run(config)
     assert parity["units"] == planted.N_FEATURES and parity["precision"] == "bf16"
@@ -204,7 +206,12 @@ def _cnn_target() -> Target:
 
 def test_channels_last_gives_the_same_labels_on_cpu(planted_probe, concept_file, tmp_path):
     options = dict(
-        num_workers=0, quiet=True, batch_size=8, device="cpu", similarity_params={"top_k": 10}
+        num_workers=0,
+        quiet=True,
+        batch_size=8,
+        device="cpu",
+        similarity="soft_wpmi",
+        similarity_params={"top_k": 10},
     )
     layers = "features.2,features.5,features.8"
     results = [

@@ -205,7 +205,7 @@ def planted_runs(tmp_path: Path, planted_probe: Path, concept_file: Path) -> dic
     for name, dissector in (("right", DISSECTOR), ("shuffled", ShuffledDissector())):
         out = tmp_path / name
         dissect(TARGET, dissector, probe, concept_file, "features", out=out, quiet=True,
-                num_workers=0, similarity_params={"top_k": 10})  # fmt: skip
+                num_workers=0, similarity="soft_wpmi", similarity_params={"top_k": 10})  # fmt: skip
         runs[name] = out
     return {"probe": probe, **runs}
 
@@ -261,7 +261,7 @@ def test_random_weights_target_rarely_above_null(tmp_path: Path, planted_probe: 
     out = tmp_path / "random"
     dissect("python:helpers_models:tiny_cnn", DISSECTOR, planted_probe, concept_file,
             "features.2,features.5", out=out, quiet=True, num_workers=0, image_size="16x24",
-            similarity_params={"top_k": 10})  # fmt: skip
+            similarity="soft_wpmi", similarity_params={"top_k": 10})  # fmt: skip
     result = evaluate(out, quiet=True, bootstrap=0)
     fraction = float(result.units["above_null_99"].mean())
     assert fraction <= 0.25, fraction  # measured: 0.083 (2 of 24 units)

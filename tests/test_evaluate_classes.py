@@ -181,7 +181,7 @@ def test_image_level_density_grounding(tmp_path: Path, labelled_probe: Path,
         out = tmp_path / name
         dissect("python:planted:make_target", AliasDissector(aliases), labelled_probe,
                 class_concepts, "features", out=out, quiet=True, num_workers=0,
-                similarity_params={"top_k": 10})  # fmt: skip
+                similarity="soft_wpmi", similarity_params={"top_k": 10})  # fmt: skip
         runs[name] = evaluate(out, probe=labelled_probe, dissector=AliasDissector(aliases),
                               quiet=True, bootstrap=50)  # fmt: skip
     units = runs["right"].units.set_index("unit")
@@ -213,7 +213,8 @@ def test_classifier_head_check_end_to_end(tmp_path: Path, planted_probe: Path,
     argv = ["run", "--target", "python:planted:make_classifier", "--dissector", DISSECTOR,
             "--probe", str(planted_probe), "--concepts", str(concept_file), "--layers",
             "features,classifier.classification_head", "--out", str(out), "--quiet",
-            "--num-workers", "0", "--similarity-param", "top_k=10"]  # fmt: skip
+            "--num-workers", "0",
+            "--similarity", "soft_wpmi", "--similarity-param", "top_k=10"]  # fmt: skip
     assert main(argv) == 0
     assert main(["evaluate", str(out), "--quiet", "--bootstrap", "0"]) == 0
     printed = capsys.readouterr().out
@@ -256,7 +257,8 @@ def test_one_unit_head_is_scored_among_the_layer_below(tmp_path: Path, planted_p
     out = tmp_path / "binary"
     result = dissect("python:planted:make_binary_classifier", DISSECTOR, planted_probe,
                      concept_file, "features,classifier.classification_head", out=out,
-                     quiet=True, num_workers=0, similarity_params={"top_k": 10})  # fmt: skip
+                     quiet=True, num_workers=0,
+                     similarity="soft_wpmi", similarity_params={"top_k": 10})  # fmt: skip
     alone = result.neurons.query("layer == 'classifier.classification_head'")
     assert alone["score"].nunique() == 1  # the run's own labels of the head are meaningless
     table = evaluate(out, quiet=True, bootstrap=0).head

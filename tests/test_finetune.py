@@ -130,7 +130,7 @@ def test_the_classifier_head_is_dissectable(trained, phantoms, tmp_path):
     result = dissect(
         spec, "python:planted:make_dissector", phantoms["small"], concepts,
         "classifier.classification_head", num_workers=0, quiet=True,
-        similarity_params={"top_k": 5},
+        similarity="soft_wpmi", similarity_params={"top_k": 5},
     )  # fmt: skip
     assert set(result.neurons["layer"]) == {"classifier.classification_head"}
     assert set(result.neurons["unit"]) == {0}
@@ -138,7 +138,7 @@ def test_the_classifier_head_is_dissectable(trained, phantoms, tmp_path):
         "run", "--target", spec, "--dissector", "python:planted:make_dissector",
         "--probe", str(phantoms["small"]), "--concepts", "birads",
         "--layers", "classifier.*,image_encoder.features.3", "--out", str(tmp_path / "run"),
-        "--similarity-param", "top_k=5", "--quiet",
+        "--similarity", "soft_wpmi", "--similarity-param", "top_k=5", "--quiet",
     ])  # fmt: skip
     assert code == 0
     run = json.loads((tmp_path / "run" / "run.json").read_text())

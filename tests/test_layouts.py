@@ -665,7 +665,8 @@ def test_vindr_labels_and_boxes_reach_the_run_tables(vindr_root: Path, tmp_path:
     result = dissect(
         "python:planted:make_target", "python:planted:make_dissector",
         f"vindr:{vindr_root}?split=train", ["planted feature 0", "red"], "features",
-        out=tmp_path / "run", num_workers=0, quiet=True, similarity_params={"top_k": 2},
+        out=tmp_path / "run", num_workers=0, quiet=True,
+        similarity="soft_wpmi", similarity_params={"top_k": 2},
     )  # fmt: skip
     images = pd.read_csv(tmp_path / "run" / "images.csv")
     assert images["image_id"].tolist() == ["a1", "a2", "c1"]

@@ -30,7 +30,7 @@ def run_cli(
     argv += ["--concepts", str(concepts), "--layers", layers, "--out", str(out)]
     argv += ["--num-workers", "0", "--quiet"]
     if small:
-        argv += ["--batch-size", "8", "--similarity-param", "top_k=10"]
+        argv += ["--batch-size", "8", "--similarity", "soft_wpmi", "--similarity-param", "top_k=10"]
     return main([*argv, *extra])
 
 
@@ -48,7 +48,7 @@ def test_planted_units_get_their_concept_at_rank_1(planted_probe, concept_file, 
 @pytest.mark.parametrize(
     ("similarity", "params"),
     [
-        ("wpmi", ["--similarity-param", "top_k=10"]),
+        ("wpmi", ["--similarity", "soft_wpmi", "--similarity-param", "top_k=10"]),
         ("cos_similarity", []),
         ("cos_similarity_cubed", []),
     ],
@@ -249,7 +249,7 @@ def test_config_file_takes_the_same_keys_and_flags_override(planted_probe, conce
     config.write_text(
         f"target: {TARGET}\ndissector: {DISSECTOR}\nprobe: {planted_probe}\n"
         f"concepts: {concept_file}\nlayers: features\nnum_workers: 0\nquiet: true\n"
-        "top_concepts: 3\nsimilarity_params:\n  top_k: 10\n"
+        "top_concepts: 3\nsimilarity: soft_wpmi\nsimilarity_params:\n  top_k: 10\n"
     )
     assert (
         main(["run", "--config", str(config), "--out", str(tmp_path / "r"), "--top-concepts", "2"])

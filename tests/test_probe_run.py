@@ -51,7 +51,13 @@ def write_probe(folder: Path, n: int = 10) -> Path:
 
 
 def run(probe, out, **options):
-    options = {"num_workers": 0, "quiet": True, "similarity_params": {"top_k": 5}, **options}
+    options = {
+        "num_workers": 0,
+        "quiet": True,
+        "similarity": "soft_wpmi",
+        "similarity_params": {"top_k": 5},
+        **options,
+    }
     return dissect(
         "python:planted:make_target", "python:planted:make_dissector", probe, CONCEPTS,
         "features", out=out, **options,
@@ -105,7 +111,8 @@ def test_each_bad_file_is_skipped_with_its_reason(tmp_path, capsys):
         "run", "--target", "python:planted:make_target", "--dissector",
         "python:planted:make_dissector", "--probe", str(probe), "--concepts",
         str(_concept_file(tmp_path)), "--layers", "features", "--out", str(tmp_path / "run"),
-        "--num-workers", "0", "--quiet", "--similarity-param", "top_k=3",
+        "--num-workers", "0", "--quiet",
+        "--similarity", "soft_wpmi", "--similarity-param", "top_k=3",
     ])  # fmt: skip
     assert code == 0
     info = json.loads((tmp_path / "run" / "run.json").read_text())

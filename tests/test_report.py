@@ -160,7 +160,7 @@ def test_planted_report_heatmaps_peak_in_the_units_cell(
     out = tmp_path / "planted_run"
     dissect("python:planted:make_target", "python:planted:make_dissector", planted_probe,
             concept_file, "features", out=out, quiet=True, num_workers=0,
-            similarity_params={"top_k": 10})  # fmt: skip
+            similarity="soft_wpmi", similarity_params={"top_k": 10})  # fmt: skip
     written = report(out, probe=planted_probe, device="cpu")
     html = written.read_text(encoding="utf-8")
     assert html.count('<template id="card-') == planted.N_FEATURES

@@ -280,7 +280,7 @@ def test_evaluate_writes_stability_and_reuses_noisy_caches(
     out = tmp_path / "run"
     dissect("python:planted:make_target", "python:planted:make_dissector", planted_probe,
             concept_file, LAYER, out=out, quiet=True, num_workers=0,
-            similarity_params=PARAMS)  # fmt: skip
+            similarity="soft_wpmi", similarity_params=PARAMS)  # fmt: skip
     first = evaluate(out, probe=planted_probe, quiet=True, bootstrap=0, stability_reps=10)
     units = first.units
     assert units["bootstrap_survival"].tolist() == [1.0] * planted.N_FEATURES

@@ -25,6 +25,7 @@ def _study(tmp_path: Path, probe: Path, concepts: Path, /, **changes: object) ->
         "concepts": str(concepts),
         "cache_dir": str(tmp_path / "cache"),
         "num_workers": 0,
+        "similarity": "soft_wpmi",
         "similarity_params": {"top_k": 10},
         "variants": [
             {
@@ -213,7 +214,8 @@ def test_a_finetuned_variant_is_built_by_the_study(tmp_path: Path) -> None:
     data = {
         "out": str(tmp_path / "study"), "dissector": "python:planted:make_dissector",
         "probe": str(probe), "concepts": "birads", "cache_dir": str(tmp_path / "cache"),
-        "num_workers": 0, "similarity_params": {"top_k": 5}, "report": False,
+        "num_workers": 0, "similarity": "soft_wpmi", "similarity_params": {"top_k": 5},
+        "report": False,
         "variants": [
             {"name": "M", "role": "mammography", "target": tiny, "layers": "features.3"},
             {"name": "C-implant", "role": "finetuned",

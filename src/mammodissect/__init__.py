@@ -2,8 +2,9 @@
 
 Mammo-CLIP Dissect (arXiv 2509.21102) on top of CLIP-Dissect: a vision-language
 *dissector* scores probe images against concept strings, a *target* network's
-units are recorded on the same images, and a similarity function (soft-WPMI by
-default) gives each unit its best concepts.
+units are recorded on the same images, and a similarity function (Pearson correlation by
+default; soft-WPMI, the published method's, with ``similarity="soft_wpmi"``) gives each unit
+its best concepts.
 
 >>> import mammodissect
 >>> result = mammodissect.dissect(target=..., dissector=..., probe=..., concepts=...,

@@ -47,7 +47,9 @@ class RunConfig:
     lowercase: bool = False
     duplicates: str = "first"
     pooling: str = "mean"
-    similarity: str = "soft_wpmi"
+    #: Pearson correlation over the probe images: chosen by the evidence of issue 17 (README,
+    #: "Which similarity function?"); ``soft_wpmi`` is the published method's choice.
+    similarity: str = "correlation"
     similarity_params: dict[str, Any] = field(default_factory=dict)
     batch_size: int = 16
     device: str = "auto"
