@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Retrain every bundled phantom model from scratch, as shipped (CPU; about 45 minutes on 2 cores):
-# phantom-clip (the dissector, also the M target), then the four C variants fine-tuned from it.
+# Retrain every bundled phantom model from scratch, as shipped: phantom-clip (the dissector, also
+# the M target; 16 epochs x 2,000 new phantoms, text negatives and lexicon synonyms), then the
+# four C variants fine-tuned from it. A GPU is used when there is one; on 2 CPU cores the
+# dissector alone takes hours. Resumable: rerun this script after an interruption and every
+# model continues after its last finished epoch (OUT.ckpt, the fine-tuning runs' last.pt).
 # Writes into src/mammodissect/models/data/ (the package data); work folders go to ${1:-runs/weights}.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/env.sh" "test"

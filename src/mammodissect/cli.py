@@ -493,6 +493,9 @@ def _add_phantom(sub: argparse._SubParsersAction) -> None:
         "--frozen-stages", type=int, default=2,
         help="stages of the image tower kept as ImageNet made them (2)",
     )  # fmt: skip
+    train.add_argument(
+        "--device", default="auto", help="auto (a GPU when there is one), cpu or cuda[:N]"
+    )
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     target = actions.add_parser(
         "train-target",
@@ -669,7 +672,7 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
     facts = train_dissector(
         out, images=args.images, epochs=args.epochs, batch_size=args.batch_size,
         seed=args.seed, held_out=args.held_out, frozen_stages=args.frozen_stages,
-        progress=not args.quiet,
+        device=args.device, progress=not args.quiet,
     )  # fmt: skip
     families = ", ".join(
         f"{k} {v:.2f}" for k, v in facts["auroc_per_family"].items() if v is not None

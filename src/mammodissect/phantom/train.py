@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from mammodissect.errors import MammodissectError
 from mammodissect.metrics import auroc, recall_at_k
+from mammodissect.models.configured import resolve_device
 from mammodissect.models.phantom_clip import (
     MiniLM,
     PhantomClipModel,
@@ -142,6 +143,7 @@ def train_dissector(
     frozen_stages: int = 2,
     held_out: int = 500,
     settings: PhantomSettings | None = None,
+    device: str = "cpu",
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train phantom-clip and write ``out`` (.safetensors + .json), resumable (``OUT.ckpt``).
@@ -151,6 +153,8 @@ def train_dissector(
     tower keep their ImageNet weights and batch-norm statistics (they see edges and dots,
     which phantoms share with photographs; freezing them halves the CPU time per step).
     Returns the facts written beside the weights: settings, timings and held-out quality.
+    ``device`` (``cpu``, ``cuda[:N]`` or ``auto``) is where the model trains; a checkpoint
+    resumes on any device (bitwise the same as an uninterrupted run on the CPU).
 
     Raises
     ------
@@ -164,9 +168,10 @@ def train_dissector(
     text = MiniLM()
     positives, owner = training_texts(concepts)
     negatives = list(text_negatives())
-    positive_features = _embed(text, positives)
-    negative_features = _embed(text, negatives)
-    model = initial_model(seed).to(memory_format=torch.channels_last)
+    place = resolve_device(device)
+    positive_features = _embed(text, positives).to(place)
+    negative_features = _embed(text, negatives).to(place)
+    model = initial_model(seed).to(place, memory_format=torch.channels_last)
     frozen = _frozen_modules(model, frozen_stages)
     for module in frozen:
         module.requires_grad_(False)
@@ -189,19 +194,19 @@ def train_dissector(
              "generator": generator}  # fmt: skip
     checkpoint = _checkpoint(Path(out))
     first, spent = _resume(checkpoint, config, parts)
-    owner_index = torch.tensor(owner)
+    owner_index = torch.tensor(owner, device=place)
     bar = tqdm(total=steps, initial=first * math.ceil(images / batch_size),
                desc="training phantom-clip", disable=not progress)  # fmt: skip
     for epoch in range(first, epochs):
         phantoms = generate(images, seed=seed * 1000 + epoch, settings=settings)
         x = _inputs(phantoms)
-        y = _presence(phantoms, concepts)
-        report_features = _embed(text, [p.report for p in phantoms])
+        y = _presence(phantoms, concepts).to(place)
+        report_features = _embed(text, [p.report for p in phantoms]).to(place)
         model.train()
         for module in frozen:
             module.eval()
         for idx in torch.randperm(images, generator=generator).split(batch_size):
-            image = model(x[idx])
+            image = model(x[idx].to(place))
             scale = model.logit_scale.exp()
             named = model.embed_text_features(positive_features)
             absent = model.embed_text_features(negative_features)
@@ -212,7 +217,7 @@ def train_dissector(
             bce = bce + F.binary_cross_entropy_with_logits(never, torch.zeros_like(never))
             report = model.embed_text_features(report_features[idx])
             logits = scale * image @ report.T
-            target = torch.arange(len(idx))
+            target = torch.arange(len(idx), device=place)
             clip = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
             loss = bce + clip
             optimizer.zero_grad()
@@ -223,12 +228,13 @@ def train_dissector(
             bar.set_postfix(loss=f"{loss.item():.3f}")
         _save_checkpoint(checkpoint, config, parts, epoch, spent + time.perf_counter() - started)
     bar.close()
-    model = model.eval().to(memory_format=torch.contiguous_format)
+    model = model.eval().to("cpu", memory_format=torch.contiguous_format)
     trained = spent + time.perf_counter() - started
     quality = evaluate_dissector(model, text, held_out, seed + _HELD_OUT_SEED_OFFSET, settings)
     facts = {
         "seed": seed, "images": images, "epochs": epochs, "batch_size": batch_size, "lr": lr,
         "frozen_stages": frozen_stages, "input_size": list(default_preprocess().size),
+        "device": str(place),
         "text_targets": len(positives), "text_negatives": len(negatives),
         "settings": repr(settings), "train_seconds": round(trained, 1),
         "torch": torch.__version__, **quality,
