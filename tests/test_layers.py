@@ -144,3 +144,53 @@ def test_hooks_removed_after_error_and_after_stop(net):
     with hooked(net, layers, stop), pytest.raises(StopForward):
         net(torch.zeros(1, 3, 4, 4))
     assert seen == layers and _all_hooks(net) == 0
+
+
+def test_trace_keeps_first_calls_stops_after_the_last_layer_and_removes_its_hooks():
+    import torch
+    from torch import nn
+
+    from mammodissect.errors import MammodissectError
+    from mammodissect.hooks import Trace
+
+    calls = {"tail": 0}
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Linear(2, 3)
+            self.b = nn.Identity()
+            self.tail = nn.Linear(3, 1)
+
+        def forward(self, x):
+            first = self.a(x)
+            self.a(x * 0)  # a second call of the same module: its first output is the one kept
+            out = self.b(first)
+            calls["tail"] += 1
+            return self.tail(out)
+
+    net = Net()
+    x = torch.ones(4, 2)
+    with Trace(net, ["a", "b"], reduce=lambda name, t: t.sum(1)) as trace:
+        outputs = trace(x)
+        assert calls["tail"] == 0  # stopped once a and b had fired
+        assert torch.allclose(outputs["a"], net.a(x).sum(1).detach())
+        trace(x)
+        assert set(trace.outputs) == {"a", "b"}
+    assert not net.a._forward_hooks and not net.b._forward_hooks  # removed on exit
+    with Trace(net, ["a"], stop=False) as trace:
+        net(x)
+        assert calls["tail"] == 1 and set(trace.outputs) == {"a"}
+
+    class NoTensor(nn.Module):
+        def forward(self, x):
+            return None
+
+    holder = nn.Sequential(NoTensor())
+    with Trace(holder, ["0"]) as trace:
+        assert trace(x) == {}  # left out
+    with (
+        Trace(holder, ["0"], require=True) as trace,
+        pytest.raises(MammodissectError, match="layer '0' returns no tensor"),
+    ):
+        trace(x)

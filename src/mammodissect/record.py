@@ -12,7 +12,6 @@ that changes only the concepts or the similarity function does no forward pass.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -32,7 +31,7 @@ from tqdm.auto import tqdm
 from mammodissect import distributed
 from mammodissect.cache import PreparedImageCache, RowStore
 from mammodissect.errors import MammodissectError
-from mammodissect.hooks import StopForward, first_tensor, hooked, pool
+from mammodissect.hooks import Trace, pool
 from mammodissect.models.base import Dissector, Preprocess, Target, describe_preprocess
 from mammodissect.precision import autocast, fingerprint_parts, memory_format
 from mammodissect.probe import Probe, load_probe, read_image_with_info
@@ -736,27 +735,15 @@ def _run_pass(
         if (top := _saved_top(target_store, layer, top_k)) is not None
     }
 
-    captured: dict[str, torch.Tensor] = {}
-
-    def on_output(name: str, output: object) -> None:
-        if name in captured:
-            return  # a module called twice: its first call is the one recorded
-        tensor = first_tensor(output)
-        if tensor is None:
-            raise MammodissectError(f"layer {name!r} returns no tensor; choose another layer")
+    def pooled(name: str, tensor: torch.Tensor) -> torch.Tensor:
         if tensor.dtype in (torch.float16, torch.bfloat16):
             tensor = tensor.float()  # pooled (and stored) in float32 whatever the precision
-        captured[name] = pool(tensor, pooling, name).cpu()
-        if not shared and len(captured) == len(layers):
-            raise StopForward
+        return pool(tensor, pooling, name).cpu()
 
+    # the shared pass runs the dissector's whole tower: no stop after the last layer
+    trace = Trace(target.module, layers, reduce=pooled, stop=not shared, require=True)
     bar = tqdm(total=stop, initial=start, desc="recording", unit="img", disable=not progress)
-    with (
-        hooked(target.module, layers, on_output),
-        torch.inference_mode(),
-        autocast(precision, device),
-        bar,
-    ):
+    with trace, torch.inference_mode(), autocast(precision, device), bar:
         for batch in loader:
             end = batch["rows"][-1] + 1
             need_t = target_store.rows_done < end or not target_store.columns
@@ -768,15 +755,14 @@ def _run_pass(
             if len(good) and (need_t or need_d):
                 x_t = placed(batch["inputs"][0])
                 x_d = x_t if same_recipe else placed(batch["inputs"][1])
-                captured.clear()
+                trace.clear()
                 embedding = None
                 if shared:
                     embedding = dissector.encode_images(x_d)
                     stats["dissector_forward_batches"] += 1
                 else:
                     if need_t:
-                        with contextlib.suppress(StopForward):  # stopped after the last layer
-                            target.module(x_t)
+                        trace(x_t)
                         stats["target_forward_batches"] += 1
                     if need_d:
                         embedding = (
@@ -784,7 +770,7 @@ def _run_pass(
                         )
                         stats["dissector_forward_batches"] += 1
                 if need_t:
-                    _store_activations(target_store, tops, layers, captured, good, top_k)
+                    _store_activations(target_store, tops, layers, trace.outputs, good, top_k)
                 if need_d:
                     emb = embedding.detach().float().cpu()
                     dissector_store.allocate({_EMBEDDING: emb.shape[1]})

@@ -24,7 +24,6 @@ A unit's grounded concept is its best-IoU concept when that IoU is at least ``io
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ from tqdm.auto import tqdm
 
 from mammodissect.errors import MammodissectError
 from mammodissect.evaluate.masks import MaskSource
-from mammodissect.hooks import StopForward, first_tensor, hooked
+from mammodissect.hooks import Trace
 from mammodissect.models.base import Target
 from mammodissect.models.frames import frame_grid, frame_size, to_frame
 from mammodissect.probe import Probe, read_image
@@ -211,20 +210,8 @@ class Grounding:
 def _forward_maps(
     target: Target, layers: list[str], batch: torch.Tensor
 ) -> dict[str, torch.Tensor]:
-    captured: dict[str, torch.Tensor] = {}
-
-    def on_output(name: str, output: object) -> None:
-        if name in captured:
-            return
-        tensor = first_tensor(output)
-        if tensor is not None:
-            captured[name] = tensor.detach().float().cpu()
-        if len(captured) == len(layers):
-            raise StopForward
-
-    with hooked(target.module, layers, on_output), contextlib.suppress(StopForward):
-        target.module(batch)
-    return captured
+    with Trace(target.module, layers) as trace:
+        return trace(batch)
 
 
 def _batches(

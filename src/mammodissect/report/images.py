@@ -11,7 +11,6 @@ heatmap lies where the target looked. Pictures are small JPEGs, base64 data URIs
 from __future__ import annotations
 
 import base64
-import contextlib
 import io
 import logging
 from collections.abc import Sequence
@@ -21,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mammodissect.hooks import StopForward, first_tensor, hooked
+from mammodissect.hooks import Trace
 from mammodissect.models.base import Target
 from mammodissect.models.frames import frame_grid, frame_size, to_frame
 from mammodissect.probe import Probe, read_image
@@ -136,17 +135,8 @@ def unit_maps(
                 log.warning("%s: not drawn (%s)", probe.items[row].image_id, reason)
             if not good:
                 continue
-            captured: dict[str, torch.Tensor] = {}
-
-            def on_output(name: str, output: object, captured: dict = captured) -> None:
-                tensor = first_tensor(output)
-                if name not in captured and tensor is not None:
-                    captured[name] = tensor.detach().float().cpu()
-                if len(captured) == len(layers):
-                    raise StopForward
-
-            with hooked(target.module, layers, on_output), contextlib.suppress(StopForward):
-                target.module(batch["inputs"][0].to(device))
+            with Trace(target.module, layers) as trace:
+                captured = trace(batch["inputs"][0].to(device))
             for i, row in enumerate(good):
                 geometry[row] = (batch["facts"].get(row) or {}).get("geometry")
                 for layer, channels in wanted[row].items():
