@@ -23,12 +23,13 @@ import numpy as np
 import torch
 
 from mammodissect import concepts as concept_sets
+from mammodissect.concepts.encode import score_matrix
 from mammodissect.config import default_cache_dir
 from mammodissect.evaluate.null import top1
 from mammodissect.evaluate.source import open_run
 from mammodissect.models.configured import load_models
 from mammodissect.probe import load_probe
-from mammodissect.record import record
+from mammodissect.record import RecordSettings, record
 from mammodissect.similarity import get_similarity
 
 
@@ -56,15 +57,14 @@ def main() -> int:
     texts = texts.float().cpu()
     similarity = get_similarity(source.run.info["similarity"]["name"])
     params = source.run.info["similarity"]["params"]
-    noisy = record(
-        target, dissector, load_probe(opts.probe), source.layers, pooling=config.pooling,
-        batch_size=config.batch_size, cache_root=default_cache_dir(), progress=False,
-        voi=config.voi, precision=config.precision, channels_last=config.channels_last,
-        noise=opts.sigma, noise_seed=opts.seed,
+    settings = RecordSettings.of_run(
+        config, "cpu", cache_root=default_cache_dir(), num_workers=0, top_k=5, strict=False,
+        progress=False, noise=opts.sigma, noise_seed=opts.seed,
     )  # fmt: skip
+    noisy = record(target, dissector, load_probe(opts.probe), source.layers, settings)
     at = np.searchsorted(noisy.rows, source.rows)
-    clean_s = torch.from_numpy(source.embeddings()) @ texts.T
-    noisy_s = torch.from_numpy(noisy.embeddings()[at]) @ texts.T
+    clean_s = score_matrix(dissector, source.embeddings(), texts)
+    noisy_s = score_matrix(dissector, noisy.embeddings()[at], texts)
     print(f"{source.run.name}, sigma {opts.sigma:g}: cosines correlate "
           f"{_correlation(clean_s.numpy(), noisy_s.numpy()):.3f} with the clean ones")  # fmt: skip
     print("layer | activations r | labels surviving: both / activations only / cosines only")

@@ -31,7 +31,7 @@ from mammodissect.layers import resolve_layers
 from mammodissect.models import load_dissector, load_target, parse_image_size
 from mammodissect.precision import PRECISIONS, autocast, check_precision
 from mammodissect.probe import load_probe, read_image
-from mammodissect.record import record
+from mammodissect.record import RecordSettings, record
 
 
 def write_images(folder: Path, n: int, size: tuple[int, int], seed: int = 0) -> None:
@@ -95,18 +95,11 @@ def main() -> int:
         for repeat in range(args.repeats):  # alternate, so drift hits both sides alike
             bare_s.append(bare(target, dissector, probe, args.batch_size, device, args.precision))
             started = time.perf_counter()
-            record(
-                target,
-                dissector,
-                probe,
-                layers,
-                batch_size=args.batch_size,
-                device=device,
-                cache_root=root / f"cache{repeat}",
-                num_workers=0,
-                progress=False,
-                precision=args.precision,
-            )
+            settings = RecordSettings(
+                cache_root=root / f"cache{repeat}", batch_size=args.batch_size, device=device,
+                num_workers=0, progress=False, precision=args.precision,
+            )  # fmt: skip
+            record(target, dissector, probe, layers, settings)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             record_s.append(time.perf_counter() - started)

@@ -22,7 +22,7 @@ from mammodissect.evaluate.stability import (
 from mammodissect.models import ImagePreprocess, load_dissector, load_target
 from mammodissect.models.base import Dissector, Target
 from mammodissect.probe import Probe, load_probe
-from mammodissect.record import Recording, probe_batches, record
+from mammodissect.record import Recording, RecordSettings, probe_batches, record
 from mammodissect.similarity import soft_wpmi
 
 import planted
@@ -46,9 +46,8 @@ def _record(
 ) -> Recording:
     model, dissector = _models(target)
     layers = [LAYER] if target.startswith("python:planted") else ["features.8"]
-    recording = record(
-        model, dissector, probe, layers, cache_root=root, progress=False, batch_size=8, **options
-    )
+    settings = RecordSettings(cache_root=root, progress=False, batch_size=8, **options)
+    recording = record(model, dissector, probe, layers, settings)
     assert recording is not None
     return recording
 
@@ -219,7 +218,7 @@ def _stability(
     layers = list(labels)
     return noise_stability(
         model, dissector, probe, rows, layers, _texts(), soft_wpmi, PARAMS, labels,
-        cache_root=root, batch_size=8, quiet=True, **options,
+        settings=RecordSettings(cache_root=root, batch_size=8, progress=False), **options,
     )  # fmt: skip
 
 

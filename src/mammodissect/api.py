@@ -46,7 +46,7 @@ from mammodissect.models.spec import parse_spec, spec_files
 from mammodissect.precision import check_precision, label_parity
 from mammodissect.privacy import Redactor, anonymize_id
 from mammodissect.probe import Probe, load_probe
-from mammodissect.record import Recording, probe_digest, record
+from mammodissect.record import Recording, RecordSettings, probe_digest, record
 from mammodissect.rundir import (
     BOXES_FILE,
     CONCEPTS_FILE,
@@ -240,22 +240,7 @@ def _run(config: RunConfig, warned: list[str]) -> Dissection:
     with _timed(timings, "record"):
         try:
             recording = record(
-                target,
-                dissector,
-                probe,
-                layers,
-                pooling=config.pooling,
-                batch_size=config.batch_size,
-                device=device,
-                cache_root=config.cache_root(),
-                num_workers=config.num_workers,
-                top_k=config.top_images,
-                progress=not config.quiet,
-                voi=config.voi,
-                strict=config.strict,
-                cache_images=config.cache_images,
-                precision=config.precision,
-                channels_last=config.channels_last,
+                target, dissector, probe, layers, RecordSettings.of_run(config, device)
             )
         finally:
             distributed.shutdown(started)

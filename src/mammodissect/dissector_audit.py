@@ -46,7 +46,7 @@ from mammodissect.models.annotation_models import annotation_truth
 from mammodissect.models.configured import resolve_device
 from mammodissect.models.recipes import configure
 from mammodissect.probe import Probe, load_probe
-from mammodissect.record import probe_digest, record_embeddings
+from mammodissect.record import RecordSettings, probe_digest, record_embeddings
 from mammodissect.rundir import check_writable
 
 __all__ = [
@@ -304,12 +304,12 @@ def run_audit(config: AuditConfig) -> Audit:
     timings["load"] = round(time.perf_counter() - started, 3)
 
     device = resolve_device(config.device)
-    embedded = record_embeddings(
-        model, probe, batch_size=config.batch_size, device=device,
-        cache_root=config.cache_root(), num_workers=config.num_workers,
-        progress=not config.quiet, voi=config.voi, cache_images=config.cache_images,
-        precision=config.precision,
+    settings = RecordSettings(
+        cache_root=Path(config.cache_root()), batch_size=config.batch_size, device=device,
+        num_workers=config.num_workers, progress=not config.quiet, voi=config.voi,
+        cache_images=config.cache_images, precision=config.precision,
     )  # fmt: skip
+    embedded = record_embeddings(model, probe, settings)
     timings["embed_images"] = round(time.perf_counter() - started - sum(timings.values()), 3)
     with torch.inference_mode():
         texts, _ = concept_sets.encode_concepts(

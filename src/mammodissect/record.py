@@ -12,6 +12,7 @@ that changes only the concepts or the similarity function does no forward pass.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -39,6 +40,7 @@ from mammodissect.topk import RunningTopK
 
 __all__ = [
     "Embeddings",
+    "RecordSettings",
     "Recording",
     "matching_probe",
     "probe_batches",
@@ -262,6 +264,80 @@ def _saved_top(store: RowStore, layer: str, k: int) -> RunningTopK | None:
     )
 
 
+@dataclass(frozen=True)
+class RecordSettings:
+    """How a probe is recorded: one object from a run's configuration to every pass
+    (:func:`record`, :func:`record_embeddings`, the torchrun shards, noise stability,
+    ``evaluate``'s head recording, the audit).
+
+    Attributes
+    ----------
+    cache_root:
+        Where the fingerprinted caches live.
+    pooling:
+        ``mean``, ``max`` or ``cls`` (see :func:`mammodissect.hooks.pool`).
+    batch_size, device, num_workers:
+        Images per batch, where the models run, image-decoding processes.
+    top_k:
+        Images kept per unit by the running top-k (a cache started with another value keeps
+        its own; :meth:`Recording.top_images` reads more from the stored matrix).
+    progress:
+        Show progress bars.
+    voi:
+        The DICOM VOI transform to apply (see :func:`mammodissect.probe.read_image_with_info`).
+    strict:
+        Stop at the first unreadable image instead of skipping it (finished batches stay
+        cached).
+    cache_images:
+        Keep prepared images (decoded, cropped, resized) on disk for later runs and models.
+    precision, channels_last:
+        Autocast and memory format of the forward passes (see :mod:`mammodissect.precision`);
+        values are stored as float32 either way.
+    noise, noise_seed:
+        Record the probe with Gaussian noise (0: none; see :func:`record`).
+    """
+
+    cache_root: Path
+    pooling: str = "mean"
+    batch_size: int = 16
+    device: torch.device | str = "cpu"
+    num_workers: int = 0
+    top_k: int = 5
+    progress: bool = True
+    voi: str = "auto"
+    strict: bool = False
+    cache_images: bool = True
+    precision: str = "fp32"
+    channels_last: bool = False
+    noise: float = 0.0
+    noise_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.noise) and self.noise >= 0):
+            raise MammodissectError(f"noise {self.noise!r} must be a finite number >= 0")
+
+    @classmethod
+    def of_run(cls, config: Any, device: torch.device | str, **changes: Any) -> RecordSettings:
+        """The recording settings of a :class:`~mammodissect.config.RunConfig`, on
+        ``device``, with ``changes`` applied."""
+        settings = cls(
+            cache_root=Path(config.cache_root()), pooling=config.pooling,
+            batch_size=config.batch_size, device=device, num_workers=config.num_workers,
+            top_k=config.top_images, progress=not config.quiet, voi=config.voi,
+            strict=config.strict, cache_images=config.cache_images,
+            precision=config.precision, channels_last=config.channels_last,
+        )  # fmt: skip
+        return dataclasses.replace(settings, **changes)
+
+    def image_cache(self) -> PreparedImageCache | None:
+        """The prepared-image cache (None when ``cache_images`` is off)."""
+        return PreparedImageCache(self.cache_root) if self.cache_images else None
+
+    def fingerprint_parts(self) -> dict[str, Any]:
+        """What the precision settings add to both caches' fingerprints."""
+        return fingerprint_parts(self.precision, self.channels_last)
+
+
 def _shares_forward(target: Target, dissector: Dissector) -> bool:
     return getattr(dissector, "image_module", None) is target.module and (
         target.preprocess == dissector.preprocess
@@ -273,21 +349,7 @@ def record(
     dissector: Dissector,
     probe: Probe,
     layers: list[str],
-    *,
-    pooling: str = "mean",
-    batch_size: int = 16,
-    device: torch.device | str = "cpu",
-    cache_root: Path,
-    num_workers: int = 0,
-    top_k: int = 5,
-    progress: bool = True,
-    voi: str = "auto",
-    strict: bool = False,
-    cache_images: bool = True,
-    precision: str = "fp32",
-    channels_last: bool = False,
-    noise: float = 0.0,
-    noise_seed: int = 0,
+    settings: RecordSettings,
 ) -> Recording | None:
     """Record pooled activations of ``layers`` and dissector embeddings over the probe.
 
@@ -303,25 +365,11 @@ def record(
         The probe images, in the one order every table uses.
     layers:
         Resolved module names of ``target.module``.
-    pooling:
-        ``mean``, ``max`` or ``cls`` (see :func:`mammodissect.hooks.pool`).
-    cache_root:
-        Where the fingerprinted caches live.
-    top_k:
-        Images kept per unit by the running top-k (a cache started with another value keeps
-        its own; :meth:`Recording.top_images` reads more from the stored matrix).
-    voi:
-        The DICOM VOI transform to apply (see :func:`mammodissect.probe.read_image_with_info`).
-    strict:
-        Stop at the first unreadable image instead of skipping it (finished batches stay
-        cached).
-    cache_images:
-        Keep prepared images (decoded, cropped, resized) on disk for later runs and models.
-    precision, channels_last:
-        Autocast and memory format of the forward passes (see :mod:`mammodissect.precision`);
-        values are stored as float32 either way.
-    noise, noise_seed:
-        Record the probe with Gaussian noise (0: none, the default). Every recipe's prepared
+    settings:
+        How (:class:`RecordSettings`).
+
+    With ``settings.noise`` > 0 the probe is recorded with Gaussian noise. Every recipe's
+    prepared
         array (the decoded image cropped and resized to the model's input size, before the
         per-image min-max scaling and normalisation that map it to [0, 1] and beyond; for a
         user transform or a plain callable, the decoded image) gets noise, independent per
@@ -336,33 +384,33 @@ def record(
         Prepared images are cached clean and the noise is added after; ``noise`` > 0 is
         part of both cache fingerprints (0 leaves them unchanged).
     """
-    if not (math.isfinite(noise) and noise >= 0):
-        raise MammodissectError(f"noise {noise!r} must be a finite number >= 0")
     started = time.perf_counter()
     digest = probe_digest(probe)
     n = len(probe)
-    settings = fingerprint_parts(precision, channels_last)
+    cache_root = settings.cache_root
+    precise = settings.fingerprint_parts()
     parts = {
         "target": {
             "model": target.identity or {"spec": target.spec},
             "layers": layers,
-            "pooling": pooling,
+            "pooling": settings.pooling,
             "preprocess": describe_preprocess(target.preprocess),
-            "voi": voi,
+            "voi": settings.voi,
             "probe": digest,
-            **settings,
+            **precise,
         },
-        "dissector": _dissector_part(dissector, digest, voi, settings),
+        "dissector": _dissector_part(dissector, digest, settings.voi, precise),
     }
-    if noise > 0:
+    if settings.noise > 0:
+        noise = {"sigma": float(settings.noise), "seed": int(settings.noise_seed), "on": "prepared"}
         for part in parts.values():
-            part["noise"] = {"sigma": float(noise), "seed": int(noise_seed), "on": "prepared"}
+            part["noise"] = noise
     ranks = distributed.current()
     target_store = RowStore(cache_root, "target", parts["target"], n)
     dissector_store = RowStore(cache_root, "dissector", parts["dissector"], n)
     stores = (target_store, dissector_store)
     # the running top-k keeps the size it was started with; more images come from the matrix
-    top_k = int(target_store.extra.get("top_k", top_k))
+    top_k = int(target_store.extra.get("top_k", settings.top_k))
     target_store.extra["top_k"] = np.array(top_k)
     # where each cache resumes from, for the log once the pass is done
     resumed = {s: s.rows_done for s in stores if 0 < s.rows_done < n}
@@ -376,43 +424,29 @@ def record(
         "shared_forward": _shares_forward(target, dissector),
         "world_size": ranks.world_size,
     }
-    options: dict[str, Any] = dict(
-        pooling=pooling,
-        batch_size=batch_size,
-        device=torch.device(device),
-        num_workers=num_workers,
-        top_k=top_k,
-        progress=progress and ranks.root,
-        voi=voi,
-        strict=strict,
-        image_cache=PreparedImageCache(cache_root) if cache_images else None,
-        precision=precision,
-        channels_last=channels_last,
-        noise=noise,
-        noise_seed=noise_seed,
-    )
+    settings = dataclasses.replace(
+        settings, device=torch.device(settings.device), top_k=top_k,
+        progress=settings.progress and ranks.root,
+    )  # fmt: skip
     if ranks.distributed:
         # rank 0's caches decide, so every rank takes the same path
         top_k, needed = distributed.broadcast(
             (top_k, start < n or not all(s.complete for s in stores))
         )
-        options["top_k"] = top_k
+        settings = dataclasses.replace(settings, top_k=top_k)
         if needed:
             resumed = {}
-            _record_sharded(
-                target, dissector, probe, layers, stores, parts, stats, ranks,
-                cache_root=Path(cache_root), **options,
-            )  # fmt: skip
+            _record_sharded(target, dissector, probe, layers, stores, parts, stats, ranks, settings)
         if not ranks.root:
             return None
     elif start < n or not all(s.complete for s in stores):
-        _run_pass(target, dissector, probe, layers, stores, start, n, stats, **options)
+        _run_pass(target, dissector, probe, layers, stores, (start, n), stats, settings)
     for store, rows_done in resumed.items():
         log.info(
             "resumed %s cache from image %d of %d", store.directory.parent.name, rows_done + 1, n
         )
     skipped = {**dissector_store.skipped, **target_store.skipped}
-    if strict and skipped:  # skips the cache recorded earlier are judged under today's flags
+    if settings.strict and skipped:  # skips recorded earlier are judged under today's flags
         row = min(skipped)
         raise MammodissectError(
             f"cannot use probe image {probe.items[row].relpath!r}: {skipped[row]} (--strict "
@@ -427,7 +461,7 @@ def record(
         )
     units = {layer: target_store.columns[layer] for layer in layers}
     stats["seconds"] = time.perf_counter() - started
-    stats["voi"] = voi
+    stats["voi"] = settings.voi
     return Recording(layers, units, rows, skipped, target_store, dissector_store, top_k, stats)
 
 
@@ -467,21 +501,7 @@ class Embeddings:
         return np.asarray(self.store.array(_EMBEDDING)[self.rows], dtype=np.float32)
 
 
-def record_embeddings(
-    dissector: Dissector,
-    probe: Probe,
-    *,
-    batch_size: int = 16,
-    device: torch.device | str = "cpu",
-    cache_root: Path,
-    num_workers: int = 0,
-    progress: bool = True,
-    voi: str = "auto",
-    strict: bool = False,
-    cache_images: bool = True,
-    precision: str = "fp32",
-    channels_last: bool = False,
-) -> Embeddings:
+def record_embeddings(dissector: Dissector, probe: Probe, settings: RecordSettings) -> Embeddings:
     """The dissector's image embeddings of the probe alone, in the cache :func:`record` uses
     (same fingerprint: a run's cache serves an audit of its probe, and the other way round);
     resumable like it. Runs in one process.
@@ -498,29 +518,31 @@ def record_embeddings(
         raise MammodissectError("the annotation dissector embeds no images; nothing to record")
     started = time.perf_counter()
     n = len(probe)
-    settings = fingerprint_parts(precision, channels_last)
-    part = _dissector_part(dissector, probe_digest(probe), voi, settings)
-    store = RowStore(cache_root, "dissector", part, n)
+    part = _dissector_part(
+        dissector, probe_digest(probe), settings.voi, settings.fingerprint_parts()
+    )
+    store = RowStore(settings.cache_root, "dissector", part, n)
     stats: dict[str, Any] = {"dissector_cache": _status(store), "dissector_forward_batches": 0}
-    device = torch.device(device)
+    device = torch.device(settings.device)
+    strict = settings.strict
     if not store.complete:
         if hasattr(dissector, "to"):
             dissector.to(device)
         loader = probe_batches(
-            probe, [dissector.preprocess], start=store.rows_done, batch_size=batch_size,
-            num_workers=num_workers, voi=voi,
-            image_cache=PreparedImageCache(cache_root) if cache_images else None,
+            probe, [dissector.preprocess], start=store.rows_done,
+            batch_size=settings.batch_size, num_workers=settings.num_workers,
+            voi=settings.voi, image_cache=settings.image_cache(),
         )  # fmt: skip
         bar = tqdm(total=n, initial=store.rows_done, desc="embedding", unit="img",
-                   disable=not progress)  # fmt: skip
-        with torch.inference_mode(), autocast(precision, device), bar:
+                   disable=not settings.progress)  # fmt: skip
+        with torch.inference_mode(), autocast(settings.precision, device), bar:
             for batch in loader:
                 _stop_if_strict(strict, batch["errors"], probe)
                 store.skipped.update(batch["errors"])
                 good = batch["good"]
                 if len(good):
                     x = batch["inputs"][0].to(device)
-                    if channels_last and x.ndim == 4:
+                    if settings.channels_last and x.ndim == 4:
                         x = x.contiguous(memory_format=memory_format(True))
                     emb = dissector.encode_images(x).detach().float().cpu()
                     store.allocate({_EMBEDDING: emb.shape[1]})
@@ -552,16 +574,14 @@ def _record_sharded(
     parts: dict[str, dict[str, Any]],
     stats: dict[str, Any],
     ranks: distributed.World,
-    *,
-    cache_root: Path,
-    **options: Any,
+    settings: RecordSettings,
 ) -> None:
     """Record this rank's shard into its own shard stores, then merge every shard into
     ``stores`` on rank 0 (committed only once whole) and drop the shard stores."""
     n = len(probe)
-    lo, hi = distributed.shard_rows(n, options["batch_size"], ranks.rank, ranks.world_size)
+    lo, hi = distributed.shard_rows(n, settings.batch_size, ranks.rank, ranks.world_size)
     shards = tuple(
-        RowStore(cache_root, kind, {**parts[kind], "shard": [lo, hi]}, n)
+        RowStore(settings.cache_root, kind, {**parts[kind], "shard": [lo, hi]}, n)
         for kind in ("target", "dissector")
     )
     for shard in shards:
@@ -575,7 +595,7 @@ def _record_sharded(
     try:
         _same_weights_everywhere(target, dissector, ranks)
         if start < hi:
-            _run_pass(target, dissector, probe, layers, shards, start, hi, mine, **options)
+            _run_pass(target, dissector, probe, layers, shards, (start, hi), mine, settings)
     except BaseException as err:  # every rank must hear of it, or the others wait forever
         problem = str(err) or type(err).__name__
         failure = err
@@ -586,7 +606,7 @@ def _record_sharded(
         if text is not None:
             raise MammodissectError(f"rank {rank} of {ranks.world_size} failed: {text}")
     shard_t, shard_d = shards
-    top_k = options["top_k"]
+    top_k = settings.top_k
     summary = {
         "range": (lo, hi),
         "columns": (shard_t.columns, shard_d.columns),
@@ -686,24 +706,14 @@ def _run_pass(
     probe: Probe,
     layers: list[str],
     stores: tuple[RowStore, RowStore],
-    start: int,
-    stop: int,
+    span: tuple[int, int],
     stats: dict[str, Any],
-    *,
-    pooling: str,
-    batch_size: int,
-    device: torch.device,
-    num_workers: int,
-    top_k: int,
-    progress: bool,
-    voi: str,
-    strict: bool,
-    image_cache: PreparedImageCache | None,
-    precision: str = "fp32",
-    channels_last: bool = False,
-    noise: float = 0.0,
-    noise_seed: int = 0,
+    settings: RecordSettings,
 ) -> None:
+    """Record rows ``span`` = (start, stop) into ``stores``."""
+    start, stop = span
+    device, channels_last = torch.device(settings.device), settings.channels_last
+    top_k, strict = settings.top_k, settings.strict
     target_store, dissector_store = stores
     shared = stats["shared_forward"]
     # a dissector that embeds probe rows (the annotation dissector) needs no pixels of its own
@@ -711,9 +721,9 @@ def _run_pass(
     same_recipe = target.preprocess == dissector.preprocess or encode_rows is not None
     recipes = [target.preprocess] if same_recipe else [target.preprocess, dissector.preprocess]
     loader = probe_batches(
-        probe, recipes, rows=range(start, stop), batch_size=batch_size,
-        num_workers=num_workers, voi=voi, image_cache=image_cache, noise=noise,
-        noise_seed=noise_seed,
+        probe, recipes, rows=range(start, stop), batch_size=settings.batch_size,
+        num_workers=settings.num_workers, voi=settings.voi, image_cache=settings.image_cache(),
+        noise=settings.noise, noise_seed=settings.noise_seed,
     )  # fmt: skip
     layout = memory_format(channels_last)
     target.module.to(device).eval()
@@ -738,12 +748,14 @@ def _run_pass(
     def pooled(name: str, tensor: torch.Tensor) -> torch.Tensor:
         if tensor.dtype in (torch.float16, torch.bfloat16):
             tensor = tensor.float()  # pooled (and stored) in float32 whatever the precision
-        return pool(tensor, pooling, name).cpu()
+        return pool(tensor, settings.pooling, name).cpu()
 
     # the shared pass runs the dissector's whole tower: no stop after the last layer
     trace = Trace(target.module, layers, reduce=pooled, stop=not shared, require=True)
-    bar = tqdm(total=stop, initial=start, desc="recording", unit="img", disable=not progress)
-    with trace, torch.inference_mode(), autocast(precision, device), bar:
+    bar = tqdm(
+        total=stop, initial=start, desc="recording", unit="img", disable=not settings.progress
+    )
+    with trace, torch.inference_mode(), autocast(settings.precision, device), bar:
         for batch in loader:
             end = batch["rows"][-1] + 1
             need_t = target_store.rows_done < end or not target_store.columns

@@ -64,7 +64,7 @@ from mammodissect.evaluate.stored import StoredTruth
 from mammodissect.models.base import bind_probe
 from mammodissect.models.configured import load_models, resolve_device
 from mammodissect.probe import Probe
-from mammodissect.record import matching_probe, record
+from mammodissect.record import RecordSettings, matching_probe, record
 from mammodissect.similarity import get_similarity
 
 __all__ = ["Evaluation", "evaluate"]
@@ -240,12 +240,10 @@ def evaluate(
             seed=seed, quiet=True,
         )  # fmt: skip
     timings["null_and_bootstrap"] = _lap(started, sum(timings.values()))
-    recording = {
-        "cache_root": root, "pooling": config.pooling, "batch_size": config.batch_size,
-        "device": run_device, "num_workers": config.num_workers, "voi": config.voi,
-        "precision": config.precision, "channels_last": config.channels_last,
-        "cache_images": config.cache_images,
-    }  # fmt: skip
+    # the run's recording settings, for the passes evaluate adds (noise, the head)
+    recording = RecordSettings.of_run(
+        config, run_device, cache_root=Path(root), top_k=5, strict=False, progress=not quiet
+    )
 
     frame = concepts.to_frame().drop_duplicates("concept")
     masks = mask_source(loaded, concepts.concepts) if loaded is not None else None
@@ -286,8 +284,8 @@ def evaluate(
     if loaded is not None and noise:
         noisy = noise_stability(
             target_model, dissector_model, loaded, source.rows, source.layers, texts,
-            similarity, params, labels, sigmas=noise, seed=seed, quiet=quiet,
-            calibrate=calibrate, **recording,
+            similarity, params, labels, sigmas=noise, seed=seed, settings=recording,
+            calibrate=calibrate,
         )  # fmt: skip
         survival.update({_noise_column(s): n.survived for s, n in noisy.items()})
     elif noise:
@@ -300,7 +298,7 @@ def evaluate(
     head_table = None
     if head is not None:
         models = (target_model, dissector_model)
-        outputs = _head_outputs(source, head.layer, loaded, models, recording, quiet)
+        outputs = _head_outputs(source, head.layer, loaded, models, recording)
         if outputs is None:
             notes.append(
                 f"the run did not record the classifier head {head.layer!r}: pass --probe (it is "
@@ -441,8 +439,7 @@ def _head_outputs(
     layer: str,
     probe: Probe | None,
     models: tuple[Any, Any],
-    recording: dict[str, Any],
-    quiet: bool,
+    recording: RecordSettings,
 ) -> np.ndarray | None:
     """The head's outputs on the run's rows: from the run's cache when it recorded the head,
     else recorded now (cached under its own fingerprint; the dissector's cache is the run's);
@@ -452,7 +449,7 @@ def _head_outputs(
     if probe is None:
         return None
     target, dissector = models
-    done = record(target, dissector, probe, [layer], progress=not quiet, **recording)
+    done = record(target, dissector, probe, [layer], recording)
     if done is None or not np.array_equal(done.rows, source.rows):
         raise MammodissectError(
             f"recording the head {layer!r} read other images than run {source.run.name!r} "

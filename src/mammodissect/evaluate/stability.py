@@ -24,10 +24,10 @@ column of S that the run's similarity function scores highest, as
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,7 +39,7 @@ from mammodissect.errors import MammodissectError
 from mammodissect.evaluate.null import top1
 from mammodissect.models.base import Dissector, Target
 from mammodissect.probe import Probe
-from mammodissect.record import Recording, record
+from mammodissect.record import Recording, RecordSettings, record
 
 __all__ = ["NoiseStability", "bootstrap_stability", "noise_stability"]
 
@@ -167,16 +167,7 @@ def noise_stability(
     *,
     sigmas: Sequence[float] = SIGMAS,
     seed: int = 0,
-    cache_root: Path,
-    pooling: str = "mean",
-    batch_size: int = 16,
-    device: torch.device | str = "cpu",
-    num_workers: int = 0,
-    voi: str = "auto",
-    precision: str = "fp32",
-    channels_last: bool = False,
-    cache_images: bool = True,
-    quiet: bool = False,
+    settings: RecordSettings,
     calibrate: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[float, NoiseStability]:
     """Record the probe with Gaussian noise and check which units keep their top-1 label.
@@ -201,14 +192,11 @@ def noise_stability(
         Noise levels, fractions of each image's intensity range (each > 0).
     seed:
         Noise seed: probe row ``r`` gets ``numpy.random.default_rng([seed, r])``.
-    cache_root:
-        The cache folder; the noisy recordings are cached there under their own fingerprints.
-    pooling, batch_size, device, num_workers, voi, precision, channels_last, cache_images:
-        Recording settings, as for :func:`mammodissect.record.record`; all but
-        ``batch_size``, ``device`` and ``num_workers`` must be the run's for the comparison
-        to measure the noise alone.
-    quiet:
-        No progress bars.
+    settings:
+        The run's recording settings (:class:`~mammodissect.record.RecordSettings`; all but
+        ``batch_size``, ``device``, ``num_workers`` and ``progress`` must be the run's for the
+        comparison to measure the noise alone); the noisy recordings are cached under their
+        own fingerprints in its cache folder.
     calibrate:
         What the run did to S after the cosines (``run --calibrated``: the audit's
         probabilities); None for raw cosines.
@@ -229,12 +217,8 @@ def noise_stability(
         raise MammodissectError(f"noise sigmas must be > 0, got {list(sigmas)}")
     results: dict[float, NoiseStability] = {}
     for sigma in sigmas:
-        recording = record(
-            target, dissector, probe, layers, pooling=pooling, batch_size=batch_size,
-            device=device, cache_root=cache_root, num_workers=num_workers,
-            progress=not quiet, voi=voi, cache_images=cache_images, precision=precision,
-            channels_last=channels_last, noise=float(sigma), noise_seed=seed,
-        )  # fmt: skip
+        noisy = dataclasses.replace(settings, noise=float(sigma), noise_seed=seed)
+        recording = record(target, dissector, probe, layers, noisy)
         if recording is None:
             raise MammodissectError("noise stability runs in one process, not under torchrun")
         at = _positions(recording, rows, probe, sigma)
@@ -251,7 +235,9 @@ def noise_stability(
         for layer in layers:
             activations = torch.from_numpy(recording.activations(layer)[at])
             run = _check_labels(labels[layer], activations.shape[1], f"layer {layer!r}")
-            result.labels[layer] = top1(similarity, cosines, activations, params, device)[1]
+            result.labels[layer] = top1(similarity, cosines, activations, params, settings.device)[
+                1
+            ]
             result.survived[layer] = result.labels[layer] == run
             log.info(
                 "noise sigma %g: %s keeps %.1f%% of its labels",
