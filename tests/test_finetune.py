@@ -30,7 +30,7 @@ from mammodissect.models import describe_preprocess, load_target
 from mammodissect.models.classifier import EncoderClassifier, public_base
 from mammodissect.phantom import PhantomSettings, generate, write_phantoms
 from mammodissect.probe import Probe, ProbeItem, load_probe
-from mammodissect.record import probe_batches
+from mammodissect.probe.loader import probe_batches
 from mammodissect.testing import write_mammoclip_checkpoint
 
 import planted

@@ -220,13 +220,13 @@ def test_boxes_come_out_in_the_targets_input_pixels(tmp_path):
 
 
 def test_prepared_images_are_reused_by_later_runs_and_models(tmp_path, monkeypatch):
-    import mammodissect.record as record_module
+    import mammodissect.probe.loader as loader_module
 
     probe = write_probe(tmp_path / "probe", n=6)
     reads = []
-    real = record_module.read_image_with_info
+    real = loader_module.read_image_with_info
     monkeypatch.setattr(
-        record_module, "read_image_with_info", lambda *a, **k: reads.append(a) or real(*a, **k)
+        loader_module, "read_image_with_info", lambda *a, **k: reads.append(a) or real(*a, **k)
     )
     run(probe, tmp_path / "one")
     assert len(reads) == 6

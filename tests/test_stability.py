@@ -22,7 +22,8 @@ from mammodissect.evaluate.stability import (
 from mammodissect.models import ImagePreprocess, load_dissector, load_target
 from mammodissect.models.base import Dissector, Target
 from mammodissect.probe import Probe, load_probe
-from mammodissect.record import Recording, RecordSettings, probe_batches, record
+from mammodissect.probe.loader import probe_batches
+from mammodissect.record import Recording, RecordSettings, record
 from mammodissect.similarity import soft_wpmi
 
 import planted

@@ -40,7 +40,7 @@ from mammodissect.hooks import Trace
 from mammodissect.models.base import Target
 from mammodissect.models.frames import frame_grid, frame_size, to_frame
 from mammodissect.probe import Probe, read_image
-from mammodissect.record import probe_batches
+from mammodissect.probe.loader import probe_batches
 
 __all__ = [
     "UNGROUNDED",

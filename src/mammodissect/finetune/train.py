@@ -36,7 +36,7 @@ from mammodissect.layers import resolve_layers, split_patterns
 from mammodissect.metrics import auroc
 from mammodissect.models.base import Preprocess
 from mammodissect.probe import Probe
-from mammodissect.record import probe_batches
+from mammodissect.probe.loader import probe_batches
 
 __all__ = [
     "Data",
