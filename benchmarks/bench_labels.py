@@ -2,7 +2,7 @@
 dissector, with the dissector restricted by its audit, and with the annotations as S.
 
 Planted units (:mod:`mammodissect.evaluate.planted`: one known detector per masked concept) are
-scored with soft-WPMI (its defaults) against S from
+scored with the run default's similarity (``--similarity``; correlation) against S from
 
 - ``dissector``: phantom-clip over the whole concept set (``birads+controls``);
 - ``audit>=X``: the same, scored only over the concepts its audit sees at AUROC >= X (controls
@@ -39,15 +39,15 @@ from mammodissect import audit
 from mammodissect import concepts as concept_sets
 from mammodissect.analysis.detectability import Detectability
 from mammodissect.concepts.encode import score_matrix
-from mammodissect.config import default_cache_dir
+from mammodissect.config import RunConfig, default_cache_dir
 from mammodissect.evaluate.masks import mask_source
 from mammodissect.evaluate.planted import PlantedLayer, plant, recovery
 from mammodissect.models import load_dissector
 from mammodissect.models.annotation_models import annotation_truth
 from mammodissect.phantom import generate, write_phantoms
 from mammodissect.probe import load_probe
-from mammodissect.record import record_embeddings
-from mammodissect.similarity import SIMILARITIES, get_similarity, soft_wpmi
+from mammodissect.record import RecordSettings, record_embeddings
+from mammodissect.similarity import SIMILARITIES, get_similarity
 
 
 def _probe(folder: Path, images: int, seed: int) -> Path:
@@ -65,7 +65,7 @@ def _sublayer(layer: PlantedLayer, keep: list[bool]) -> PlantedLayer:
     )  # fmt: skip
 
 
-def _score(layer, s, names, controls, all_units, similarity=soft_wpmi):
+def _score(layer, s, names, controls, all_units, similarity):
     """Recovery over the layer's units; misses for planted concepts the restriction dropped."""
     kept = [c in set(names) for c in layer.concepts]
     sub = _sublayer(layer, kept)
@@ -91,6 +91,10 @@ def main() -> int:
     parser.add_argument("--concepts", default="birads+controls")
     parser.add_argument("--work", help="folder for the phantoms (default: a temporary one)")
     parser.add_argument(
+        "--similarity", default=RunConfig.similarity,
+        help=f"the function of the main table (default: the run default, {RunConfig.similarity})",
+    )  # fmt: skip
+    parser.add_argument(
         "--similarities", action="store_true",
         help="also: every registered similarity function (its defaults) with the dissector's S "
         "and with the annotations as S",
@@ -109,7 +113,7 @@ def main() -> int:
         )
         probe = load_probe(manifest)
         embedded = record_embeddings(
-            dissector, probe, cache_root=default_cache_dir(), progress=False
+            dissector, probe, RecordSettings(cache_root=default_cache_dir(), progress=False)
         )
         rows = embedded.rows.tolist()
         texts, _ = concept_sets.encode_concepts(dissector, concepts)
@@ -118,15 +122,16 @@ def main() -> int:
         layer = plant(probe, rows, mask_source(probe, names), names, pooling="mean", quiet=True)
         controls = dict(zip(names, [c is True for c in concepts.control], strict=True))
         units = len(layer.concepts)
-        results = {"dissector": _score(layer, s, names, controls, units)}
+        main_function = get_similarity(opts.similarity)
+        results = {"dissector": _score(layer, s, names, controls, units, main_function)}
         for threshold in (0.8, 0.9):
             keep, _ = detect.visible(concepts, threshold)
             kept = [c for c, k in zip(names, keep, strict=True) if k]
             results[f"audit>={threshold}"] = _score(
-                layer, s[:, torch.from_numpy(keep)], kept, controls, units
+                layer, s[:, torch.from_numpy(keep)], kept, controls, units, main_function
             )
         present, kept, _ = annotation_truth(probe, rows, names)
-        results["annotations"] = _score(layer, present, kept, controls, units)
+        results["annotations"] = _score(layer, present, kept, controls, units, main_function)
         by_function = {}
         for name in SIMILARITIES if opts.similarities else ():
             function = get_similarity(name)
@@ -143,7 +148,7 @@ def main() -> int:
     )
     print(
         f"probe: {opts.images} phantoms, seed {opts.seed}; {where}; {opts.dissector} over "
-        f"{opts.concepts}; {units} planted units; soft-WPMI defaults"
+        f"{opts.concepts}; {units} planted units; {opts.similarity} with its defaults"
     )
     print(
         f"audit: {found.info['counts']['annotated_concepts']} annotated concepts, median AUROC "
@@ -154,7 +159,7 @@ def main() -> int:
     )
     print(pd.DataFrame(results).T.to_string())
     if by_function:
-        print("planted units by similarity function (soft-WPMI's row above is the default's):")
+        print("planted units by similarity function (each with its defaults):")
         print(pd.DataFrame(by_function).T.to_string())
     print(f"({time.perf_counter() - started:.0f} s)")
     return 0
