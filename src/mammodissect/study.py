@@ -233,13 +233,58 @@ def _finetune_entry(
             raise where.fail(here, f"finetune needs {key!r}")
     tuning = {"probe": shared.get("probe"), **value}
     try:
-        files = parse_spec(str(tuning["model"])).files()
+        files = _finetune_files(tuning)
     except MammodissectError as err:
         raise where.fail((*here, "model"), f"finetune model: {err}") from None
-    for name, file in [*files.items(), ("probe", Path(str(tuning["probe"])).expanduser())]:
+    for name, file in files:
         if not file.exists():
             raise where.fail(here, f"finetune {name} file {str(file)!r} does not exist")
     return tuning
+
+
+def _finetune_files(tuning: dict[str, Any]) -> list[tuple[str, Path]]:
+    """What a fine-tuning reads: its base model's files and its probe."""
+    files = list(parse_spec(str(tuning["model"])).files().items())
+    return [*files, ("probe", Path(str(tuning["probe"])).expanduser())]
+
+
+class _BadSpec(MammodissectError):
+    """A model spec of a run that does not parse; ``key`` names its setting."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
+
+
+def _read_files(config: RunConfig, *, target: bool = True) -> list[tuple[str, str, Path]]:
+    """The files a run reads, as ``(setting, part, path)``: the probe, a concept file (not a
+    bundled set), and the files its model specs name (``target=False``: the target's are made
+    by the study).
+
+    Raises
+    ------
+    _BadSpec
+        When a spec does not parse.
+    """
+    from mammodissect.concepts import bundled_names
+
+    found: list[tuple[str, str, Path]] = []
+    if isinstance(config.probe, str | Path):
+        found.append(("probe", "", Path(config.probe).expanduser()))
+    concepts = config.concepts
+    if isinstance(concepts, str | Path) and not set(str(concepts).split("+")) <= set(
+        bundled_names()
+    ):
+        found.append(("concepts", "", Path(concepts).expanduser()))
+    for key in ("target", "dissector") if target else ("dissector",):
+        spec = getattr(config, key)
+        if isinstance(spec, str):
+            try:
+                parsed = parse_spec(spec)
+            except MammodissectError as err:
+                raise _BadSpec(key, f"{key} {spec!r}: {err}") from None
+            found += [(key, name, file) for name, file in parsed.files().items()]
+    return found
 
 
 def _finetuned_target(tuning: dict[str, Any], folder: Path) -> str:
@@ -255,29 +300,16 @@ def _finetuned_target(tuning: dict[str, Any], folder: Path) -> str:
 def _check_files(config: RunConfig, where: _Located, path: tuple, *, target: bool = True) -> None:
     """Missing probe, concept file or model files, named with the key that names them
     (``target=False``: the target's files are made by the study)."""
-    from mammodissect.concepts import bundled_names
-
-    checks: list[tuple[str, Path]] = []
-    if isinstance(config.probe, str | Path):
-        checks.append(("probe", Path(config.probe).expanduser()))
-    concepts = config.concepts
-    if isinstance(concepts, str | Path) and not set(str(concepts).split("+")) <= set(
-        bundled_names()
-    ):
-        checks.append(("concepts", Path(concepts).expanduser()))
-    for key in ("target", "dissector") if target else ("dissector",):
-        spec = getattr(config, key)
-        if isinstance(spec, str):
-            try:
-                parsed = parse_spec(spec)
-            except MammodissectError as err:
-                raise where.fail((*path, key), f"{key} {spec!r}: {err}") from None
-            checks += [(f"{key} ({name})", file) for name, file in parsed.files().items()]
-    for key, file in checks:
+    try:
+        files = _read_files(config, target=target)
+    except _BadSpec as err:
+        raise where.fail((*path, err.key), str(err)) from None
+    for key, part, file in files:
         if not file.exists():
+            named = f"{key} ({part})" if part else key
             raise where.fail(
-                (*path, key.split(" ")[0]),
-                f"{key} file {str(file)!r} does not exist; fix the path (relative paths are "
+                (*path, key),
+                f"{named} file {str(file)!r} does not exist; fix the path (relative paths are "
                 "read from the folder the command runs in)",
             )
 
@@ -426,22 +458,15 @@ def _run_fingerprint(config: RunConfig, made: str | None = None) -> str:
     fine-tuning step's fingerprint ``made`` instead of its files."""
     values = {k: v for k, v in dataclasses.asdict(config).items()
               if k not in ("quiet", "num_workers", "device")}  # fmt: skip
-    files: dict[str, Any] = {}
-    if isinstance(config.probe, str | Path):
-        files["probe"] = file_identity(Path(config.probe).expanduser())
-    if isinstance(config.concepts, str | Path) and Path(config.concepts).expanduser().is_file():
-        files["concepts"] = file_identity(Path(config.concepts).expanduser())
-    for key in ("target", "dissector") if made is None else ("dissector",):
-        spec = getattr(config, key)
-        if isinstance(spec, str):
-            for name, path in parse_spec(spec).files().items():
-                files[f"{key}.{name}"] = file_identity(path)
+    files = {
+        f"{key}.{part}" if part else key: file_identity(path)
+        for key, part, path in _read_files(config, target=made is None)
+    }
     return _digest({"settings": values, "files": files, "made": made})
 
 
 def _finetune_fingerprint(tuning: dict[str, Any]) -> str:
-    files = {name: file_identity(p) for name, p in parse_spec(str(tuning["model"])).files().items()}
-    files["probe"] = file_identity(Path(str(tuning["probe"])).expanduser())
+    files = {name: file_identity(path) for name, path in _finetune_files(tuning)}
     return _digest({"settings": tuning, "files": files})
 
 
