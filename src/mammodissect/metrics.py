@@ -47,6 +47,14 @@ def _columns(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.nda
     return scores, labels
 
 
+def _precision_sums(hits: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """Per column of descending-sorted labels ``hits`` (N, K), the sum over positives of the
+    precision at their threshold (``last``: each position's last tied position)."""
+    found = np.cumsum(hits, axis=0)
+    precision = np.take_along_axis(found, last, axis=0) / (last + 1.0)
+    return (precision * hits).sum(axis=0)
+
+
 def auroc_columns(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """AUROC of every column of ``scores`` (N, K) against binary ``labels``: one (N,) vector
     for every column, or (N, K), a column of labels per column of scores.
@@ -93,10 +101,8 @@ def average_precision_columns(scores: np.ndarray, labels: np.ndarray) -> np.ndar
     order = np.argsort(-scores, axis=0, kind="stable")
     hits = np.take_along_axis(labels, order, axis=0)
     _, last = _tie_spans(np.take_along_axis(-scores, order, axis=0))
-    found = np.cumsum(hits, axis=0)
-    precision = np.take_along_axis(found, last, axis=0) / (last + 1.0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(positives > 0, (precision * hits).sum(axis=0) / positives, np.nan)
+        return np.where(positives > 0, _precision_sums(hits, last) / positives, np.nan)
 
 
 def precision_matrices(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -133,9 +139,7 @@ def precision_matrices(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarr
     ap = np.empty((scores.shape[1], labels.shape[1]))
     for c in range(labels.shape[1]):
         hits = labels[:, c][order]
-        found = np.cumsum(hits, axis=0)
-        precision = np.take_along_axis(found, last, axis=0) / (last + 1.0)
-        ap[:, c] = (precision * hits).sum(axis=0)
+        ap[:, c] = _precision_sums(hits, last)
     with np.errstate(divide="ignore", invalid="ignore"):
         roc = np.where((positives > 0) & (negatives > 0), u / (positives * negatives), np.nan)
         ap = np.where(positives > 0, ap / positives, np.nan)
