@@ -66,11 +66,13 @@ def test_train_command_writes_loadable_weights(tmp_path, capsys):
     out = tmp_path / "tiny.safetensors"
     code = main([
         "phantom", "train-dissector", "--out", str(out), "--images", "32", "--epochs", "1",
-        "--batch-size", "16", "--held-out", "40", "--quiet",
+        "--batch-size", "16", "--held-out", "40", "--refit-images", "24", "--refit-steps", "3",
+        "--quiet",
     ])  # fmt: skip
     assert code == 0 and "held-out zero-shot AUROC" in capsys.readouterr().out
     facts = json.loads(out.with_suffix(".json").read_text())
     assert facts["images"] == 32 and facts["held_out_images"] == 40
+    assert facts["head_refit"]["images"] == 24 and facts["head_refit"]["steps"] == 3
     assert facts["input_size"] == [320, 192] and "auroc_per_family" in facts
     assert out.stat().st_size < 25e6
     dissector = load_dissector(f"phantom-clip:{out}")
@@ -157,7 +159,8 @@ def test_training_resumes_after_an_interruption(tmp_path, monkeypatch):
         return real(n, seed=seed, settings=settings)
 
     monkeypatch.setattr(train, "generate", counted)
-    options = {"images": 8, "epochs": 2, "batch_size": 8, "held_out": 8, "progress": False}
+    options = {"images": 8, "epochs": 2, "batch_size": 8, "held_out": 8, "progress": False,
+               "refit": train.HeadRefit(images=8, steps=2)}  # fmt: skip
     out = tmp_path / "a.safetensors"
     with pytest.raises(InterruptedError):
         train.train_dissector(out, **options)

@@ -14,6 +14,7 @@ from typing import Any
 from mammodissect.config import RunConfig
 from mammodissect.errors import MammodissectError
 from mammodissect.models.spec import PHANTOM_C_TASKS
+from mammodissect.phantom.train import HeadRefit, train_dissector
 from mammodissect.precision import PRECISIONS
 from mammodissect.similarity import SIMILARITIES
 from mammodissect.values import parse_assignments
@@ -494,6 +495,15 @@ def _add_phantom(sub: argparse._SubParsersAction) -> None:
         help="stages of the image tower kept as ImageNet made them (2)",
     )  # fmt: skip
     train.add_argument(
+        "--refit-images", type=int, default=HeadRefit.images,
+        help=f"fresh phantoms for the last stage, the heads refit on the frozen tower "
+        f"({HeadRefit.images}; 0 skips it)",
+    )  # fmt: skip
+    train.add_argument(
+        "--refit-steps", type=int, default=HeadRefit.steps,
+        help=f"steps of the heads refit ({HeadRefit.steps})",
+    )  # fmt: skip
+    train.add_argument(
         "--device", default="auto", help="auto (a GPU when there is one), cpu or cuda[:N]"
     )
     train.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -664,14 +674,13 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
             f"dissect it with --target classifier:{args.out}"
         )
         return 0
-    from mammodissect.phantom.train import train_dissector
-
     out = Path(args.out)
     if out.suffix != ".safetensors":
         raise MammodissectError(f"output {out.name!r} must end in .safetensors")
     facts = train_dissector(
         out, images=args.images, epochs=args.epochs, batch_size=args.batch_size,
         seed=args.seed, held_out=args.held_out, frozen_stages=args.frozen_stages,
+        refit=HeadRefit(images=args.refit_images, steps=args.refit_steps),
         device=args.device, progress=not args.quiet,
     )  # fmt: skip
     families = ", ".join(
