@@ -26,9 +26,11 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
+from mammodissect.cache import RowStore
 from mammodissect.errors import MammodissectError
 from mammodissect.topk import RunningTopK
 
@@ -40,7 +42,9 @@ __all__ = [
     "current",
     "gather",
     "init",
+    "merge_shards",
     "merge_tops",
+    "same_weights_everywhere",
     "shard_rows",
     "shutdown",
     "world",
@@ -212,3 +216,74 @@ def merge_tops(tops: list[RunningTopK | None], k: int) -> RunningTopK | None:
     merged.values = torch.gather(merged.values, 0, order)
     merged.indices = torch.gather(merged.indices, 0, order)
     return merged
+
+
+def _checksum(module: Any) -> float:
+    if not isinstance(module, torch.nn.Module):
+        return 0.0
+    with torch.no_grad():
+        return float(
+            sum(
+                t.double().abs().sum()
+                for t in module.state_dict().values()
+                if t.is_floating_point()
+            )
+        )
+
+
+def same_weights_everywhere(modules: tuple[Any, ...], ranks: World) -> None:
+    """Refuse to merge shards of networks that differ between ranks (e.g. random weights
+    drawn differently): each rank's checksum of every module's weights must equal rank 0's
+    (anything that is not a module counts as 0)."""
+    mine = tuple(_checksum(module) for module in modules)
+    reference = broadcast(mine)
+    if mine != reference:
+        raise MammodissectError(
+            f"rank {ranks.rank} loaded other weights than rank 0 (checksums {mine} vs "
+            f"{reference}); give every rank the same weights files (or the same --seed)"
+        )
+
+
+def merge_shards(
+    stores: tuple[RowStore, ...],
+    layers: list[str],
+    summaries: list[dict[str, Any]],
+    blocks: dict[tuple[int, str], list[Any] | None],
+    top_k: int,
+    stats: dict[str, Any],
+    n: int,
+) -> None:
+    """Write every shard's rows, skips, facts and top-k into the full ``stores`` (rank 0):
+    ``summaries`` are the shards' gathered summaries in rank order (row range, columns per
+    store, skipped rows, reading facts, per-layer top-k state, counters), ``blocks`` the
+    gathered arrays per (store, column); the first store is the target's, which keeps the
+    facts and top-k. ``stats`` gains the shards' counters; every store is committed whole."""
+    for which, store in enumerate(stores):
+        columns = next((s["columns"][which] for s in summaries if s["columns"][which]), None)
+        if columns:
+            store.allocate(columns)
+        for name in columns or {}:
+            for summary, block in zip(summaries, blocks[which, name] or [], strict=True):
+                lo, hi = summary["range"]
+                if block is not None and hi > lo:
+                    store.write(name, np.arange(lo, hi), block)
+        for summary in summaries:
+            store.skipped.update(summary["skipped"])
+    target_store = stores[0]
+    facts: dict[int, dict[str, Any]] = {}
+    for summary in summaries:
+        facts.update(summary["facts"])
+    target_store.log_rows(dict(sorted(facts.items())))
+    for layer in layers:
+        tops = [
+            RunningTopK.from_state(top_k, s["tops"][layer]) if s["tops"][layer] else None
+            for s in summaries
+        ]
+        merged = merge_tops(tops, top_k)
+        if merged is not None:
+            target_store.extra.update({f"{layer}.{k}": v for k, v in merged.state().items()})
+    for summary in summaries:
+        for key, value in summary["stats"].items():
+            stats[key] += value
+    for store in stores:
+        store.commit(n)

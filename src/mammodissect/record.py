@@ -443,7 +443,9 @@ def _record_sharded(
     mine["shared_forward"] = stats["shared_forward"]
     problem, failure = None, None
     try:
-        _same_weights_everywhere(target, dissector, ranks)
+        distributed.same_weights_everywhere(
+            (target.module, getattr(dissector, "image_module", None)), ranks
+        )
         if start < hi:
             _run_pass(target, dissector, probe, layers, shards, (start, hi), mine, settings)
     except BaseException as err:  # every rank must hear of it, or the others wait forever
@@ -476,78 +478,10 @@ def _record_sharded(
             blocks[which, name] = distributed.gather(block)
     if ranks.root:
         assert summaries is not None
-        _merge_shards(stores, layers, summaries, blocks, top_k, stats, n)
+        distributed.merge_shards(stores, layers, summaries, blocks, top_k, stats, n)
     distributed.barrier()  # the full caches are committed: the shard stores can go
     for shard in shards:
         shutil.rmtree(shard.directory, ignore_errors=True)
-
-
-def _checksum(module: Any) -> float:
-    if not isinstance(module, torch.nn.Module):
-        return 0.0
-    with torch.no_grad():
-        return float(
-            sum(
-                t.double().abs().sum()
-                for t in module.state_dict().values()
-                if t.is_floating_point()
-            )
-        )
-
-
-def _same_weights_everywhere(
-    target: Target, dissector: Dissector, ranks: distributed.World
-) -> None:
-    """Refuse to merge shards of networks that differ between ranks (e.g. random weights
-    drawn differently): each rank's checksum of the weights must equal rank 0's."""
-    mine = (_checksum(target.module), _checksum(getattr(dissector, "image_module", None)))
-    reference = distributed.broadcast(mine)
-    if mine != reference:
-        raise MammodissectError(
-            f"rank {ranks.rank} loaded other weights than rank 0 (checksums {mine} vs "
-            f"{reference}); give every rank the same weights files (or the same --seed)"
-        )
-
-
-def _merge_shards(
-    stores: tuple[RowStore, RowStore],
-    layers: list[str],
-    summaries: list[dict[str, Any]],
-    blocks: dict[tuple[int, str], list[Any] | None],
-    top_k: int,
-    stats: dict[str, Any],
-    n: int,
-) -> None:
-    """Write every shard's rows, skips, facts and top-k into the full stores (rank 0)."""
-    for which, store in enumerate(stores):
-        columns = next((s["columns"][which] for s in summaries if s["columns"][which]), None)
-        if columns:
-            store.allocate(columns)
-        for name in columns or {}:
-            for summary, block in zip(summaries, blocks[which, name] or [], strict=True):
-                lo, hi = summary["range"]
-                if block is not None and hi > lo:
-                    store.write(name, np.arange(lo, hi), block)
-        for summary in summaries:
-            store.skipped.update(summary["skipped"])
-    target_store = stores[0]
-    facts: dict[int, dict[str, Any]] = {}
-    for summary in summaries:
-        facts.update(summary["facts"])
-    target_store.log_rows(dict(sorted(facts.items())))
-    for layer in layers:
-        tops = [
-            RunningTopK.from_state(top_k, s["tops"][layer]) if s["tops"][layer] else None
-            for s in summaries
-        ]
-        merged = distributed.merge_tops(tops, top_k)
-        if merged is not None:
-            target_store.extra.update({f"{layer}.{k}": v for k, v in merged.state().items()})
-    for summary in summaries:
-        for key, value in summary["stats"].items():
-            stats[key] += value
-    for store in stores:
-        store.commit(n)
 
 
 def _run_pass(
