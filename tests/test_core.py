@@ -121,3 +121,33 @@ def test_verbs_are_callable_and_their_packages_stay_importable():
     assert planted_units.plant is not None
     assert mammodissect.evaluate.sanity_checks.__name__ == "sanity_checks"
     assert mammodissect.evaluate.__verb__ is mammodissect.evaluate.evaluate
+
+
+_IMPORT_EACH_FIRST = """
+import importlib, pkgutil, sys
+import mammodissect
+names = sorted(m.name for m in pkgutil.walk_packages(mammodissect.__path__, "mammodissect.")
+               if not m.name.endswith("__main__"))  # __main__ runs the CLI
+failed = []
+for name in names:
+    for loaded in [m for m in sys.modules if m == "mammodissect" or m.startswith("mammodissect.")]:
+        del sys.modules[loaded]
+    try:
+        importlib.import_module(name)
+    except Exception as err:
+        failed.append(f"{name}: {type(err).__name__}: {err}")
+print(len(names))
+print("\\n".join(failed))
+"""
+
+
+def test_every_module_imports_first_without_a_cycle():
+    """Each module imported first into a fresh package (no import-order luck)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _IMPORT_EACH_FIRST], capture_output=True, text=True, check=True
+    )
+    count, *failures = done.stdout.strip().split("\n")
+    assert int(count) > 100 and not [f for f in failures if f], failures

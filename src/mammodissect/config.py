@@ -15,8 +15,13 @@ from typing import Any
 
 import yaml
 
+from mammodissect.concepts import check_prompts
+from mammodissect.concepts.core import check_rule
 from mammodissect.errors import MammodissectError
 from mammodissect.hooks import POOLINGS
+from mammodissect.models.spec import parse_spec
+from mammodissect.precision import PRECISIONS
+from mammodissect.probe.images import VOI_CHOICES
 
 __all__ = ["RunConfig", "default_cache_dir"]
 
@@ -89,8 +94,6 @@ class RunConfig:
             raise MammodissectError(f"num_workers must be >= 0, got {self.num_workers!r}")
         if self.device not in ("auto", "cpu") and not str(self.device).startswith("cuda"):
             raise MammodissectError(f"device {self.device!r} unknown; use auto, cpu or cuda[:N]")
-        from mammodissect.precision import PRECISIONS
-
         if self.precision not in PRECISIONS:
             raise MammodissectError(
                 f"precision {self.precision!r} unknown; use {', '.join(PRECISIONS)}"
@@ -103,17 +106,12 @@ class RunConfig:
             raise MammodissectError(
                 f"channels_last must be true or false, got {self.channels_last!r}"
             )
-        from mammodissect.probe.images import VOI_CHOICES
-
         if str(self.voi).partition(":")[0] not in VOI_CHOICES:
             raise MammodissectError(
                 f"voi {self.voi!r} unknown; use auto, lut[:N], window[:N] or none"
             )
         if not isinstance(self.similarity_params, dict):
             raise MammodissectError("similarity_params must be a mapping of name: value")
-        from mammodissect.concepts import check_prompts
-        from mammodissect.concepts.core import check_rule
-
         self.prompts = check_prompts(self.prompts)
         check_rule(self.duplicates)
         if not isinstance(self.calibrated, bool):
@@ -178,8 +176,6 @@ class RunConfig:
         recorded so that later steps can load them again (:meth:`ModelSpec.portable`: bundled
         names, package files, files near the run directory; other files by name), other
         paths by name only; with ``anonymize_ids`` not even the probe's name."""
-        from mammodissect.models.spec import parse_spec
-
         run_dir = Path(self.out) if self.out else None
         out: dict[str, Any] = {}
         for key in self.field_names():

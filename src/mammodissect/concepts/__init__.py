@@ -10,12 +10,14 @@ from mammodissect.concepts.bundled import (
     IMAGENET_EXCLUDED,
     IMAGENET_STEP,
     bundled_names,
+    convert,
     imagenet_controls,
+    load,
     load_bundled,
 )
-from mammodissect.concepts.core import DUPLICATE_RULES, MULTI_SEP, ConceptSet, Entry, build, load
+from mammodissect.concepts.core import DUPLICATE_RULES, MULTI_SEP, ConceptSet, Entry, build
 from mammodissect.concepts.encode import check_prompts, concept_strings, encode_concepts
-from mammodissect.concepts.formats import FORMATS, convert, read, write
+from mammodissect.concepts.formats import FORMATS, read, write
 from mammodissect.concepts.ops import bundled_report, filter_set, merge, report, summary
 
 __all__ = [

@@ -12,25 +12,33 @@
   follows the installed torchvision (its fingerprint in run.json changes if the list ever does).
 - ``birads+controls``: both, mammography first.
 
-Any ``A+B`` of bundled names or files merges them (first listing wins on repeats).
+Any ``A+B`` of bundled names or files merges them (first listing wins on repeats);
+:func:`load` takes any of these, or a list of strings, and :func:`convert` writes what it
+loads in another format.
 """
 
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable
 from functools import cache
 from importlib import resources
 from pathlib import Path
 
-from mammodissect.concepts.core import ConceptSet, Entry, build, concept_key
+from mammodissect.concepts.core import ConceptSet, Entry, build, check_rule, concept_key
+from mammodissect.concepts.formats import read, write
+from mammodissect.concepts.ops import merge
 from mammodissect.errors import MammodissectError
+from mammodissect.models.imagenet import imagenet_classes
 
 __all__ = [
     "BUNDLED",
     "IMAGENET_EXCLUDED",
     "IMAGENET_STEP",
     "bundled_names",
+    "convert",
     "imagenet_controls",
+    "load",
     "load_bundled",
     "resolve",
 ]
@@ -87,16 +95,12 @@ def imagenet_controls(step: int = IMAGENET_STEP, skip: set[str] | None = None) -
     Classes in :data:`IMAGENET_EXCLUDED`, and names whose case-folded form is in ``skip``, are
     left out (nothing replaces them).
     """
-    from mammodissect.models.imagenet import imagenet_classes
-
     skip = skip or set()
     names = imagenet_classes()[::step]
     return [n for n in names if n not in IMAGENET_EXCLUDED and concept_key(n) not in skip]
 
 
 def _read_data(file_name: str, name: str) -> ConceptSet:
-    from mammodissect.concepts.formats import read
-
     with resources.as_file(resources.files("mammodissect.concepts") / "data" / file_name) as p:
         return read(p, name=name)
 
@@ -104,8 +108,6 @@ def _read_data(file_name: str, name: str) -> ConceptSet:
 @cache
 def _bundled(name: str) -> ConceptSet:
     if name == "birads+controls":
-        from mammodissect.concepts.ops import merge
-
         return merge([_bundled("birads"), _bundled("controls")], name=name)
     concepts = _read_data(_FILES[name], name)
     if name != "controls":
@@ -136,8 +138,6 @@ def _closest(word: str, known: list[str]) -> str:
 
 def resolve(source: str, duplicates: str = "first") -> ConceptSet:
     """A concept set from a file path, a bundled name, or ``A+B`` of either (merged in order)."""
-    from mammodissect.concepts.formats import read
-
     path = Path(source).expanduser()
     if path.is_file():
         return read(path, duplicates=duplicates)
@@ -146,8 +146,6 @@ def resolve(source: str, duplicates: str = "first") -> ConceptSet:
         return _bundled(key)
     parts = [part.strip() for part in source.split("+")]
     if len(parts) > 1 and all(parts):
-        from mammodissect.concepts.ops import merge
-
         return merge([resolve(part, duplicates) for part in parts], duplicates, name=source)
     if path.is_dir():
         raise MammodissectError(
@@ -157,3 +155,40 @@ def resolve(source: str, duplicates: str = "first") -> ConceptSet:
         f"concept file {source!r} not found{_closest(key, list(BUNDLED))}; give a file "
         "(.txt, .csv, .tsv, .yaml, .json, .xlsx) or a bundled set: " + ", ".join(BUNDLED)
     )
+
+
+def load(source: str | Path | Iterable[str] | ConceptSet, duplicates: str = "first") -> ConceptSet:
+    """Load a concept set: a bundled set's name, a file, ``A+B`` (merged), or a list of strings.
+
+    Files are read by extension: ``.csv``/``.tsv`` (columns ``concept`` and optionally
+    ``category, broad_category, control``), ``.yaml``/``.yml``/``.json`` (nested
+    ``{broad: {category: [concepts]}}`` or a flat list), ``.xlsx`` (one sheet per broad category,
+    one column per category, the header on the first row); anything else is plain text, one
+    concept per line with ``#`` comments. Bundled sets: ``birads``, ``controls``,
+    ``birads+controls`` (``mammodissect concepts list``).
+
+    Parameters
+    ----------
+    source:
+        What to load; a :class:`ConceptSet` is returned as it is.
+    duplicates:
+        ``first`` (default), ``last`` or ``multi``: the categories a repeated concept gets.
+
+    Raises
+    ------
+    MammodissectError
+        When the file is missing, unreadable, not UTF-8, or holds no concept.
+    """
+    if isinstance(source, ConceptSet):
+        return source
+    check_rule(duplicates)
+    if isinstance(source, str | Path):
+        return resolve(str(source), duplicates)
+    return ConceptSet.from_strings(source, duplicates=duplicates)
+
+
+def convert(source: str | Path, out: str | Path, duplicates: str = "first") -> ConceptSet:
+    """Load ``source`` (file or bundled name) and write it to ``out``; returns the set."""
+    concepts = load(source, duplicates=duplicates)
+    write(concepts, out)
+    return concepts

@@ -22,14 +22,13 @@ import hashlib
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import pandas as pd
 
 from mammodissect.errors import MammodissectError
 
-__all__ = ["DUPLICATE_RULES", "MULTI_SEP", "ConceptSet", "Entry", "build", "load"]
+__all__ = ["DUPLICATE_RULES", "MULTI_SEP", "ConceptSet", "Entry", "build"]
 
 log = logging.getLogger(__name__)
 
@@ -359,35 +358,3 @@ def build(
         name,
         notes,
     )
-
-
-def load(source: str | Path | Iterable[str] | ConceptSet, duplicates: str = "first") -> ConceptSet:
-    """Load a concept set: a bundled set's name, a file, ``A+B`` (merged), or a list of strings.
-
-    Files are read by extension: ``.csv``/``.tsv`` (columns ``concept`` and optionally
-    ``category, broad_category, control``), ``.yaml``/``.yml``/``.json`` (nested
-    ``{broad: {category: [concepts]}}`` or a flat list), ``.xlsx`` (one sheet per broad category,
-    one column per category, the header on the first row); anything else is plain text, one
-    concept per line with ``#`` comments. Bundled sets: ``birads``, ``controls``,
-    ``birads+controls`` (``mammodissect concepts list``).
-
-    Parameters
-    ----------
-    source:
-        What to load; a :class:`ConceptSet` is returned as it is.
-    duplicates:
-        ``first`` (default), ``last`` or ``multi``: the categories a repeated concept gets.
-
-    Raises
-    ------
-    MammodissectError
-        When the file is missing, unreadable, not UTF-8, or holds no concept.
-    """
-    if isinstance(source, ConceptSet):
-        return source
-    check_rule(duplicates)
-    if isinstance(source, str | Path):
-        from mammodissect.concepts.bundled import resolve
-
-        return resolve(str(source), duplicates)
-    return ConceptSet.from_strings(source, duplicates=duplicates)

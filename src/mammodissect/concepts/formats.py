@@ -498,12 +498,3 @@ def _write_workbook(concepts: ConceptSet, path: Path) -> None:
 def _put(cell: Any, text: str | None) -> None:
     cell.value = text
     cell.data_type = "s"  # a concept such as "=x" stays text, never a formula
-
-
-def convert(source: str | Path, out: str | Path, duplicates: str = "first") -> ConceptSet:
-    """Load ``source`` (file or bundled name) and write it to ``out``; returns the set."""
-    from mammodissect.concepts.core import load
-
-    concepts = load(source, duplicates=duplicates)
-    write(concepts, out)
-    return concepts

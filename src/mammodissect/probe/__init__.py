@@ -14,9 +14,15 @@
 
 from __future__ import annotations
 
-from mammodissect.probe.dataset import BOX_COLUMNS, IMAGE_EXTENSIONS, Probe, ProbeItem, load_probe
+from mammodissect.probe.dataset import BOX_COLUMNS, IMAGE_EXTENSIONS, Probe, ProbeItem
 from mammodissect.probe.images import read_image, read_image_with_info
-from mammodissect.probe.layouts import LAYOUTS, STANDARD_COLUMNS, probe_layouts, read_layout
+from mammodissect.probe.layouts import (
+    LAYOUTS,
+    STANDARD_COLUMNS,
+    load_probe,
+    probe_layouts,
+    read_layout,
+)
 from mammodissect.probe.select import select
 from mammodissect.probe.tasks import BUILTIN_TASKS, TaskLabels, task_labels
 

@@ -31,7 +31,7 @@ __all__ = [
     "ProbeItem",
     "is_path_column",
     "load_manifest",
-    "load_probe",
+    "load_plain",
     "warn_excluded",
 ]
 
@@ -288,69 +288,9 @@ def is_path_column(name: object) -> bool:
     return words[-1] in last or words[0] in ("file", "filename", "filepath")
 
 
-def load_probe(path: str | os.PathLike[str]) -> Probe:
-    """Load a probe from a folder, a CSV/TSV manifest or a dataset-layout spec.
-
-    A string ``LAYOUT:PATH?OPTIONS`` (for example
-    ``"vindr:/data/vindr-mammo?split=test&sample=500&seed=1"``) reads a public
-    dataset's own files with the layout named before the first ``:`` (see
-    :func:`mammodissect.probe.probe_layouts`; ``folder:`` and ``csv:`` name the
-    two plain forms below) and passes the options after ``?`` to
-    :func:`mammodissect.probe.select` (``split``, ``views``, ``lateralities``,
-    ``where``, ``sample``, ``seed``) or to the reader (``missing``); see
-    :func:`mammodissect.probe.layouts.load_layout_spec`. A
-    :class:`pathlib.Path` is always a plain path.
-
-    A folder is searched recursively for files with :data:`IMAGE_EXTENSIONS`
-    (any case) and for files with no extension, or a numeric one as in
-    UID-named files, that start with the DICOM preamble. Hidden files and
-    folders (names starting with ``"."``) and symlinked folders are skipped. Items are sorted by
-    relative POSIX path, which is also their ``image_id``.
-
-    A manifest (``.csv`` comma-, ``.tsv`` tab-separated, UTF-8) needs a ``path``
-    column (any case); relative paths resolve against the manifest's folder,
-    which is the probe root. An optional ``image_id`` column names the
-    images (else the relative path does). Row order is probe order; a row
-    repeating an ``image_id`` with the same file is dropped, keeping the first,
-    with a warning naming the rows (and kept in :attr:`Probe.excluded`); two
-    different files under one ``image_id`` are an error naming both rows. A
-    listed file that does not exist is left out with its row and reason in
-    :attr:`Probe.excluded` (a run records it as skipped; ``--strict`` makes it
-    fatal), or is an error with the option ``missing=error``
-    (``manifest.csv?missing=error``). The remaining columns become
-    :attr:`Probe.labels`. Options may follow a plain path after ``?``, as in
-    ``"probe/manifest.csv?missing=skip"``.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        The probe folder or manifest, or a layout spec string.
-
-    Returns
-    -------
-    Probe
-        The listed images.
-
-    Raises
-    ------
-    MammodissectError
-        If ``path`` does not exist, is neither a folder nor a ``.csv``/``.tsv``
-        file, the folder holds no images, the manifest is empty, not UTF-8, lacks a
-        ``path`` column, has an empty path or image_id, gives one image_id to two
-        files, or lists no file that exists; for a layout spec, as the layout's reader and
-        :func:`~mammodissect.probe.select` raise, and for an unknown layout name.
-    """
-    if isinstance(path, str):
-        # Imported here: the layout readers build on this module.
-        from mammodissect.probe.layouts import is_layout_spec, load_layout_spec
-
-        if is_layout_spec(path):
-            return load_layout_spec(path)
-        plain, mark, _ = path.partition("?")
-        if mark and not Path(path).exists() and Path(plain).expanduser().exists():
-            # options on a plain path, e.g. manifest.csv?missing=skip
-            kind = "folder" if Path(plain).expanduser().is_dir() else "csv"
-            return load_layout_spec(f"{kind}:{path}")
+def load_plain(path: str | os.PathLike[str]) -> Probe:
+    """A probe folder or CSV/TSV manifest at ``path`` (no layout spec, no options): the plain
+    forms of :func:`mammodissect.probe.load_probe`, which documents them."""
     probe_path = Path(path)
     if not probe_path.exists():
         raise MammodissectError(f"probe '{os.fspath(path)}' not found")
@@ -436,9 +376,9 @@ def _cell(value: Any) -> str:
 
 
 def load_manifest(path: str | os.PathLike[str], missing: str = "skip") -> Probe:
-    """List the images of a CSV/TSV manifest, as :func:`load_probe` describes; ``missing`` is
-    ``"skip"`` (a listed file that does not exist goes to :attr:`Probe.excluded`) or
-    ``"error"``."""
+    """List the images of a CSV/TSV manifest, as :func:`mammodissect.probe.load_probe`
+    describes; ``missing`` is ``"skip"`` (a listed file that does not exist goes to
+    :attr:`Probe.excluded`) or ``"error"``."""
     manifest = Path(path)
     name = manifest.name
     sep = MANIFEST_EXTENSIONS[manifest.suffix.lower()]

@@ -32,6 +32,7 @@ __all__ = [
     "get_layout",
     "is_layout_spec",
     "load_layout_spec",
+    "load_probe",
     "parse_layout_spec",
     "probe_layouts",
     "read_layout",
@@ -93,7 +94,7 @@ def _read_folder(root: str | os.PathLike[str]) -> Probe:
     path = Path(root).expanduser()
     if path.exists() and not path.is_dir():
         raise MammodissectError(f"folder: probe '{os.fspath(root)}' is not a folder")
-    return dataset.load_probe(path)
+    return dataset.load_plain(path)
 
 
 def _read_csv(root: str | os.PathLike[str], *, missing: str = "skip") -> Probe:
@@ -405,3 +406,66 @@ def load_layout_spec(spec: str) -> Probe:
         assert layout.finish is not None
         probe = layout.finish(probe, reader_options)
     return probe
+
+
+def load_probe(path: str | os.PathLike[str]) -> Probe:
+    """Load a probe from a folder, a CSV/TSV manifest or a dataset-layout spec.
+
+    A string ``LAYOUT:PATH?OPTIONS`` (for example
+    ``"vindr:/data/vindr-mammo?split=test&sample=500&seed=1"``) reads a public
+    dataset's own files with the layout named before the first ``:`` (see
+    :func:`mammodissect.probe.probe_layouts`; ``folder:`` and ``csv:`` name the
+    two plain forms below) and passes the options after ``?`` to
+    :func:`mammodissect.probe.select` (``split``, ``views``, ``lateralities``,
+    ``where``, ``sample``, ``seed``) or to the reader (``missing``); see
+    :func:`mammodissect.probe.layouts.load_layout_spec`. A
+    :class:`pathlib.Path` is always a plain path.
+
+    A folder is searched recursively for files with :data:`IMAGE_EXTENSIONS`
+    (any case) and for files with no extension, or a numeric one as in
+    UID-named files, that start with the DICOM preamble. Hidden files and
+    folders (names starting with ``"."``) and symlinked folders are skipped. Items are sorted by
+    relative POSIX path, which is also their ``image_id``.
+
+    A manifest (``.csv`` comma-, ``.tsv`` tab-separated, UTF-8) needs a ``path``
+    column (any case); relative paths resolve against the manifest's folder,
+    which is the probe root. An optional ``image_id`` column names the
+    images (else the relative path does). Row order is probe order; a row
+    repeating an ``image_id`` with the same file is dropped, keeping the first,
+    with a warning naming the rows (and kept in :attr:`Probe.excluded`); two
+    different files under one ``image_id`` are an error naming both rows. A
+    listed file that does not exist is left out with its row and reason in
+    :attr:`Probe.excluded` (a run records it as skipped; ``--strict`` makes it
+    fatal), or is an error with the option ``missing=error``
+    (``manifest.csv?missing=error``). The remaining columns become
+    :attr:`Probe.labels`. Options may follow a plain path after ``?``, as in
+    ``"probe/manifest.csv?missing=skip"``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The probe folder or manifest, or a layout spec string.
+
+    Returns
+    -------
+    Probe
+        The listed images.
+
+    Raises
+    ------
+    MammodissectError
+        If ``path`` does not exist, is neither a folder nor a ``.csv``/``.tsv``
+        file, the folder holds no images, the manifest is empty, not UTF-8, lacks a
+        ``path`` column, has an empty path or image_id, gives one image_id to two
+        files, or lists no file that exists; for a layout spec, as the layout's reader and
+        :func:`~mammodissect.probe.select` raise, and for an unknown layout name.
+    """
+    if isinstance(path, str):
+        if is_layout_spec(path):
+            return load_layout_spec(path)
+        plain, mark, _ = path.partition("?")
+        if mark and not Path(path).exists() and Path(plain).expanduser().exists():
+            # options on a plain path, e.g. manifest.csv?missing=skip
+            kind = "folder" if Path(plain).expanduser().is_dir() else "csv"
+            return load_layout_spec(f"{kind}:{path}")
+    return dataset.load_plain(path)
