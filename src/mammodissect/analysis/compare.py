@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from mammodissect.analysis.detectability import read_detectability
+from mammodissect.analysis.figures import write_figures
 from mammodissect.analysis.runs import (
     CONTROL,
     MAMMOGRAPHY,
@@ -920,8 +921,6 @@ def _write(result: Comparison, out: Path, figures: bool) -> None:
         raise MammodissectError(f"cannot write the comparison into {out.name!r}: {err}") from err
     result.out = out
     if figures:
-        from mammodissect.analysis.figures import write_figures
-
         result.figures = write_figures(result, out / "figures")
     result.info["tables"] = [*TABLES, "compare.json"]
     result.info["figures"] = [p.relative_to(out).as_posix() for p in result.figures]
