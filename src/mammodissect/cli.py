@@ -16,6 +16,13 @@ from mammodissect.errors import MammodissectError
 from mammodissect.models.spec import PHANTOM_C_TASKS
 from mammodissect.phantom.train import HeadRefit, train_dissector
 from mammodissect.precision import PRECISIONS
+from mammodissect.rundir import (
+    EVALUATION_FILE,
+    EVALUATION_JSON,
+    EVALUATION_LAYERS_FILE,
+    HEAD_CHECK_FILE,
+    PLANTED_FILE,
+)
 from mammodissect.similarity import SIMILARITIES
 from mammodissect.values import parse_assignments
 
@@ -857,9 +864,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         )
     for note in result.info["notes"]:
         print(f"note: {note}")
-    written = ["evaluation.csv", "evaluation_layers.csv", "evaluation.json"]
-    written += ["head_check.csv"] if result.head is not None else []
-    written += ["planted.csv"] if result.planted is not None else []
+    written = [EVALUATION_FILE, EVALUATION_LAYERS_FILE, EVALUATION_JSON]
+    written += [HEAD_CHECK_FILE] if result.head is not None else []
+    written += [PLANTED_FILE] if result.planted is not None else []
     print("-> " + ", ".join(written))
     if args.similarities:
         _compare_similarities(args, result.units)

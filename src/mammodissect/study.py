@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 from mammodissect.config import RunConfig
 from mammodissect.errors import MammodissectError
 from mammodissect.models.spec import file_identity, parse_spec
-from mammodissect.rundir import REPORT_FILE, RUN_JSON
+from mammodissect.rundir import EVALUATION_JSON, REPORT_FILE, RUN_JSON
 
 __all__ = [
     "ROLES",
@@ -523,7 +523,7 @@ def plan_study(
             fingerprints[variant.name] = fp
             if mine:
                 steps.append(Step(
-                    f"evaluate:{variant.name}", fp, run_dir / "evaluation.json",
+                    f"evaluate:{variant.name}", fp, run_dir / EVALUATION_JSON,
                     lambda c=config, s=settings: evaluate(
                         c.out, probe=c.probe, target=c.target, dissector=c.dissector,
                         cache_dir=c.cache_dir, device=c.device, quiet=c.quiet, **s,

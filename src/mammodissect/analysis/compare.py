@@ -61,7 +61,7 @@ from mammodissect.analysis.runs import (
 from mammodissect.analysis.summary import category_counts
 from mammodissect.concepts.core import ConceptSet
 from mammodissect.errors import MammodissectError
-from mammodissect.rundir import DETECTABILITY_FILE
+from mammodissect.rundir import CONCEPTS_FILE, DETECTABILITY_FILE
 
 __all__ = [
     "COMPARE_COLUMNS",
@@ -574,7 +574,7 @@ def compare(
         log.warning(
             "no run directory has %s and the concept set is not bundled: coverage (question 3) "
             "left empty; pass concepts=PATH (--concepts) to compute it",
-            "concepts.csv",
+            CONCEPTS_FILE,
         )
     controls = _label_control(table, dirs)
 

@@ -31,7 +31,9 @@ from mammodissect.rundir import (
     EVALUATION_LAYERS_FILE,
     HEAD_CHECK_FILE,
     IMAGES_FILE,
+    NEURONS_FILE,
     PLANTED_FILE,
+    RUN_JSON,
     SIMILARITIES_FILE,
 )
 
@@ -273,7 +275,7 @@ def load_run(path: str | Path) -> RunDir:
             "`mammodissect run --out DIR`"
         )
     info: dict[str, Any] = {}
-    run_json = path / "run.json"
+    run_json = path / RUN_JSON
     if run_json.is_file():
         try:
             info = json.loads(run_json.read_text(encoding="utf-8"))
@@ -284,7 +286,7 @@ def load_run(path: str | Path) -> RunDir:
             ) from err
     else:
         log.warning("%s has no run.json; layer order taken from neurons.csv", path.name)
-    neurons = read_neurons(path / "neurons.csv")
+    neurons = read_neurons(path / NEURONS_FILE)
     best = neurons[neurons["rank"] == 1].drop(columns="rank").reset_index(drop=True)
     if best.empty:
         raise MammodissectError(f"{path.name}/neurons.csv has no rank-1 rows; nothing to analyse")

@@ -20,6 +20,7 @@ import pandas as pd
 from mammodissect.analysis.runs import IMAGES_FILE, RunDir, load_run, read_neurons
 from mammodissect.config import default_cache_dir
 from mammodissect.errors import MammodissectError
+from mammodissect.rundir import NEURONS_FILE
 
 __all__ = ["CachedStore", "RunSource", "open_run"]
 
@@ -165,5 +166,5 @@ def open_run(run_dir: str | Path, cache_dir: str | Path | None = None) -> RunSou
             f"the caches of run {run.name!r} hold {len(rows)} usable images but run.json "
             f"counts {expected}; rerun `mammodissect run` with the same settings"
         )
-    neurons = read_neurons(Path(run_dir) / "neurons.csv")
+    neurons = read_neurons(Path(run_dir) / NEURONS_FILE)
     return RunSource(run, neurons, target, dissector, rows)

@@ -27,7 +27,7 @@ from mammodissect.models.phantom_clip import PHANTOM_CLIP_SIZE
 from mammodissect.phantom.generate import generate
 from mammodissect.phantom.targets import C_TASKS
 from mammodissect.phantom.write import write_phantoms
-from mammodissect.rundir import NEURONS_FILE, REPORT_FILE
+from mammodissect.rundir import NEURONS_FILE, REPORT_FILE, SUMMARY_FILE
 from mammodissect.study import COMPARE_DIR, run_study
 
 __all__ = [
@@ -190,5 +190,5 @@ def run_demo(
         }
         for v in variants
     )
-    summary.to_csv(out / "summary.csv", index=False)
+    summary.to_csv(out / SUMMARY_FILE, index=False)
     return summary

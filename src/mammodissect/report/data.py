@@ -19,6 +19,7 @@ import pandas as pd
 
 from mammodissect.analysis.runs import RunDir, load_run, read_neurons
 from mammodissect.errors import MammodissectError
+from mammodissect.rundir import EVALUATION_FILE, NEURONS_FILE, SUMMARY_FILE, TOP_IMAGES_FILE
 
 __all__ = [
     "CompareData",
@@ -46,7 +47,7 @@ FIGURE_ORDER = ("layer_means", "mammography_vs_control", "top_broad_categories",
 
 def is_run_dir(path: Path) -> bool:
     """Whether ``path`` is a run directory (it holds ``neurons.csv``)."""
-    return (path / "neurons.csv").is_file()
+    return (path / NEURONS_FILE).is_file()
 
 
 def is_compare_dir(path: Path) -> bool:
@@ -106,15 +107,15 @@ def load_run_data(path: Path) -> RunData:
         When ``path`` is not a run directory or its tables are malformed.
     """
     run = load_run(path)
-    neurons = read_neurons(path / "neurons.csv")
-    tops = read_csv_if_present(path / "top_images.csv", dtype={"layer": str, "image_id": str},
+    neurons = read_neurons(path / NEURONS_FILE)
+    tops = read_csv_if_present(path / TOP_IMAGES_FILE, dtype={"layer": str, "image_id": str},
                      keep_default_na=False)  # fmt: skip
     if tops is None:
         log.warning("%s has no top_images.csv; unit cards will show no images", run.name)
         tops = pd.DataFrame(columns=["layer", "unit", "rank", "image_id", "activation"])
-    summary = read_csv_if_present(path / "summary.csv", dtype={"layer": str}, keep_default_na=False)
+    summary = read_csv_if_present(path / SUMMARY_FILE, dtype={"layer": str}, keep_default_na=False)
     evaluation = read_csv_if_present(
-        path / "evaluation.csv", dtype={"layer": str, "grounded_concept": str}
+        path / EVALUATION_FILE, dtype={"layer": str, "grounded_concept": str}
     )
     return RunData(run, neurons, tops, summary, evaluation)
 
