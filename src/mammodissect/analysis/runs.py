@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mammodissect import concepts as concept_sets
 from mammodissect.concepts.core import ConceptSet, split_labels
 from mammodissect.config import RunConfig
 from mammodissect.errors import MammodissectError
@@ -358,8 +359,6 @@ def concept_table(
     MammodissectError
         When the set found does not match the fingerprint the run recorded.
     """
-    from mammodissect import concepts as concept_sets
-
     expected = run.fingerprint("concepts")
     source: str | Path | ConceptSet | None = concepts
     where = "the concept set given"

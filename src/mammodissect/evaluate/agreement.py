@@ -24,6 +24,7 @@ import torch
 
 from mammodissect.analysis.runs import label_pairs
 from mammodissect.errors import MammodissectError
+from mammodissect.models.phantom_clip import MiniLM
 
 __all__ = [
     "METRICS",
@@ -117,8 +118,6 @@ def concept_ranks(scores: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
 
 @lru_cache(maxsize=1)
 def _minilm() -> Callable[[list[str]], np.ndarray]:
-    from mammodissect.models.phantom_clip import MiniLM
-
     model = MiniLM()
     return lambda texts: model(list(texts)).float().cpu().numpy()
 

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from mammodissect.errors import MammodissectError
+
 __all__ = ["NullBaseline", "null_baseline", "top1", "top1_scores"]
 
 #: Percentiles of the null reported per layer (the flags use the same levels).
@@ -112,8 +114,6 @@ def null_baseline(
     NullBaseline
     """
     if seeds < 1:
-        from mammodissect.errors import MammodissectError
-
         raise MammodissectError(f"null seeds must be >= 1, got {seeds}")
     if observed is None:
         observed = top1_scores(similarity, cosines, activations, params, device)

@@ -25,6 +25,9 @@ import numpy as np
 import pandas as pd
 
 from mammodissect.errors import MammodissectError
+from mammodissect.evaluate.masks import mask_source
+from mammodissect.evaluate.planted import plant
+from mammodissect.models.annotation_models import annotation_truth
 from mammodissect.similarity import SIMILARITIES, get_similarity
 
 __all__ = ["SANITY_COLUMNS", "perturbed_labels", "planted_sanity", "sanity_checks"]
@@ -156,10 +159,6 @@ def planted_sanity(
     """:func:`sanity_checks` on a probe's planted layer (:func:`mammodissect.evaluate.planted.
     plant`: one known detector per masked concept), the labels being the probe's own
     annotations (as the annotation dissector reads them) over the concepts they show."""
-    from mammodissect.evaluate.masks import mask_source
-    from mammodissect.evaluate.planted import plant
-    from mammodissect.models.annotation_models import annotation_truth
-
     present, kept, _ = annotation_truth(probe, rows, concepts)
     layer = plant(probe, rows, mask_source(probe, list(concepts)), list(concepts), **plant_options)
     return sanity_checks(

@@ -19,6 +19,9 @@ import re
 from collections.abc import Iterable
 from functools import lru_cache
 
+from mammodissect import concepts as concept_sets
+from mammodissect.models.imagenet import imagenet_classes
+
 __all__ = ["NEGATIVE_PHRASES", "SYNONYMS", "overlaps", "text_negatives", "training_texts"]
 
 #: Other ways radiologists say each concept the phantoms draw (none a bundled concept string).
@@ -161,9 +164,7 @@ def overlaps(text: str, concepts: Iterable[str]) -> bool:
 
 
 def _bundled_strings() -> list[str]:
-    from mammodissect import concepts
-
-    return list(concepts.load("birads+controls").concepts)
+    return list(concept_sets.load("birads+controls").concepts)
 
 
 @lru_cache(maxsize=1)
@@ -171,8 +172,6 @@ def text_negatives() -> tuple[str, ...]:
     """The text negatives: ImageNet class names and :data:`NEGATIVE_PHRASES`, less every one
     that :func:`overlaps` a bundled concept string (so none is, or contains, a ``controls``
     or ``birads`` string)."""
-    from mammodissect.models.imagenet import imagenet_classes
-
     bundled = _bundled_strings()
     candidates = dict.fromkeys([*imagenet_classes(), *NEGATIVE_PHRASES])
     return tuple(c for c in candidates if not overlaps(c, bundled))

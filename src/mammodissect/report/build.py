@@ -30,6 +30,10 @@ import pandas as pd
 
 from mammodissect.analysis.evaluated import evaluation_table
 from mammodissect.errors import MammodissectError
+from mammodissect.models import load_target
+from mammodissect.models.configured import load_models, resolve_device, same_model
+from mammodissect.models.recipes import configure
+from mammodissect.record import matching_probe
 from mammodissect.report import page as pg
 from mammodissect.report.audit import audit_link, audit_section
 from mammodissect.report.data import (
@@ -44,6 +48,7 @@ from mammodissect.report.data import (
     unit_rows,
 )
 from mammodissect.report.evaluation import evaluation_section
+from mammodissect.report.images import render_cards
 from mammodissect.rundir import REPORT_FILE
 
 __all__ = ["REPORT_FILE", "compare_report", "report", "run_report"]
@@ -239,10 +244,6 @@ def _pictures(
             "No images: the report was made without the run's probe "
             "(mammodissect report RUN --probe PROBE draws each card's top images and heatmaps)."
         )
-    from mammodissect.models.configured import resolve_device
-    from mammodissect.record import matching_probe
-    from mammodissect.report.images import render_cards
-
     loaded = matching_probe(probe, data.run.name, data.run.fingerprint("probe"))
     model = _target(data, loaded, *models)
     tops = data.top_images.sort_values(["rank"], kind="stable")
@@ -262,10 +263,6 @@ def _pictures(
 
 def _target(data: RunData, probe: Any, target: Any, dissector: Any) -> Any:
     """The run's target, preprocessing as the run had it (run.json's config)."""
-    from mammodissect.models import load_target
-    from mammodissect.models.configured import load_models, same_model
-    from mammodissect.models.recipes import configure
-
     config = data.run.stored_config(probe=probe, target=target, dissector=dissector)
     if same_model(config.target, config.dissector):  # the dissector's own image tower
         model, _ = load_models(config)
