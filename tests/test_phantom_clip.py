@@ -79,6 +79,23 @@ def test_train_command_writes_loadable_weights(tmp_path, capsys):
     assert dissector.info["images"] == 32
 
 
+def test_refit_keeps_the_tower_and_records_what_it_refit(tmp_path, capsys):
+    out = tmp_path / "refit.safetensors"
+    code = main([
+        "phantom", "refit-dissector", "--out", str(out), "--refit-images", "16",
+        "--refit-steps", "3", "--held-out", "24", "--quiet",
+    ])  # fmt: skip
+    assert code == 0 and "held-out zero-shot AUROC" in capsys.readouterr().out
+    bundled, _ = build_phantom_clip(None)
+    refit, facts = build_phantom_clip(out)
+    before, after = bundled.state_dict(), refit.state_dict()
+    tower = [k for k in before if k.startswith("image_encoder.")]
+    assert tower and all(torch.equal(before[k], after[k]) for k in tower)
+    assert not torch.equal(before["text_projection.weight"], after["text_projection.weight"])
+    assert facts["refit_of"] == BUNDLED_WEIGHTS.name and facts["head_refit"]["steps"] == 3
+    assert facts["held_out_images"] == 24 and "mean_concept_auroc" in facts["before_refit"]
+
+
 def test_reduced_demo_m_has_more_passing_mammography_units_than_g(tmp_path, capsys):
     code = main([
         "demo", "--out", str(tmp_path / "demo"), "--images", "48", "--blocks", "[4-6].0",
@@ -179,3 +196,8 @@ def test_training_resumes_after_an_interruption(tmp_path, monkeypatch):
     assert resumed["text_negatives"] == whole["text_negatives"] > 700
     with pytest.raises(MammodissectError, match="other settings"):
         train.train_dissector(out, **{**options, "images": 16})
+    seeds.clear()
+    kill.append(False)
+    refit = train.train_dissector(out, **{**options, "refit": train.HeadRefit(images=8, steps=3)})
+    assert 0 not in seeds and 1 not in seeds  # another refit reuses the finished epochs
+    assert refit["head_refit"]["steps"] == 3

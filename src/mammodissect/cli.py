@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import logging
 import sys
 import textwrap
@@ -14,7 +15,7 @@ from typing import Any
 from mammodissect.config import RunConfig
 from mammodissect.errors import MammodissectError
 from mammodissect.models.spec import PHANTOM_C_TASKS
-from mammodissect.phantom.train import HeadRefit, train_dissector
+from mammodissect.phantom.train import HeadRefit, refit_dissector, train_dissector
 from mammodissect.precision import PRECISIONS
 from mammodissect.rundir import (
     EVALUATION_FILE,
@@ -492,28 +493,31 @@ def _add_phantom(sub: argparse._SubParsersAction) -> None:
         "held-out zero-shot quality; use it with --dissector phantom-clip:OUT.safetensors.",
     )
     train.add_argument("--out", required=True, help="output .safetensors file")
-    train.add_argument("--images", type=int, default=2000, help="new phantoms per epoch (2000)")
-    train.add_argument("--epochs", type=int, default=16, help="epochs (16)")
-    train.add_argument("--batch-size", type=int, default=32, help="batch size (32)")
-    train.add_argument("--seed", type=int, default=0, help="seed (0)")
-    train.add_argument("--held-out", type=int, default=500, help="held-out phantoms measured (500)")
-    train.add_argument(
-        "--frozen-stages", type=int, default=2,
-        help="stages of the image tower kept as ImageNet made them (2)",
-    )  # fmt: skip
-    train.add_argument(
-        "--refit-images", type=int, default=HeadRefit.images,
-        help=f"fresh phantoms for the last stage, the heads refit on the frozen tower "
-        f"({HeadRefit.images}; 0 skips it)",
-    )  # fmt: skip
-    train.add_argument(
-        "--refit-steps", type=int, default=HeadRefit.steps,
-        help=f"steps of the heads refit ({HeadRefit.steps})",
-    )  # fmt: skip
-    train.add_argument(
-        "--device", default="auto", help="auto (a GPU when there is one), cpu or cuda[:N]"
+    made = {k: v.default for k, v in inspect.signature(train_dissector).parameters.items()}
+    for flag, kind, what in (
+        ("images", int, "new phantoms per epoch"),
+        ("epochs", int, "epochs"),
+        ("batch-size", int, "batch size"),
+        ("seed", int, "seed"),
+        ("held-out", int, "held-out phantoms measured"),
+        ("frozen-stages", int, "stages of the image tower kept as ImageNet made them"),
+    ):
+        default = made[flag.replace("-", "_")]
+        train.add_argument(f"--{flag}", type=kind, default=default, help=f"{what} ({default})")
+    _add_refit_flags(train)
+    refit = actions.add_parser(
+        "refit-dissector",
+        help="refit the heads of phantom-clip weights on the frozen tower (CPU, minutes)",
+        description="Refit phantom-clip's projections, logit scale and bias on fresh phantoms "
+        "with the image tower frozen (the last stage of train-dissector, alone), and write "
+        "OUT.safetensors and OUT.json; the tower, and so the M target and the C variants made "
+        "from it, stay as they are.",
     )
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    refit.add_argument("--out", required=True, help="output .safetensors file")
+    refit.add_argument("--weights", help="phantom-clip weights to start from (default: bundled)")
+    refit.add_argument("--seed", type=int, default=0, help="seed (0)")
+    refit.add_argument("--held-out", type=int, default=500, help="held-out phantoms measured (500)")
+    _add_refit_flags(refit)
     target = actions.add_parser(
         "train-target",
         help="fine-tune phantom-clip's encoder for a phantom task: a C variant (CPU, minutes)",
@@ -657,6 +661,22 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_refit_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--refit-images", type=int, default=HeadRefit.images,
+        help=f"fresh phantoms for the heads refit on the frozen tower "
+        f"({HeadRefit.images}; 0 skips it)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--refit-steps", type=int, default=HeadRefit.steps,
+        help=f"steps of the heads refit ({HeadRefit.steps})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--device", default="auto", help="auto (a GPU when there is one), cpu or cuda[:N]"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def _cmd_phantom(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -684,12 +704,19 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix != ".safetensors":
         raise MammodissectError(f"output {out.name!r} must end in .safetensors")
-    facts = train_dissector(
-        out, images=args.images, epochs=args.epochs, batch_size=args.batch_size,
-        seed=args.seed, held_out=args.held_out, frozen_stages=args.frozen_stages,
-        refit=HeadRefit(images=args.refit_images, steps=args.refit_steps),
-        device=args.device, progress=not args.quiet,
-    )  # fmt: skip
+    refit = HeadRefit(images=args.refit_images, steps=args.refit_steps)
+    if args.action == "refit-dissector":
+        weights = Path(args.weights) if args.weights else None
+        facts = refit_dissector(
+            out, weights=weights, refit=refit, seed=args.seed, held_out=args.held_out,
+            device=args.device, progress=not args.quiet,
+        )  # fmt: skip
+    else:
+        facts = train_dissector(
+            out, images=args.images, epochs=args.epochs, batch_size=args.batch_size,
+            seed=args.seed, held_out=args.held_out, frozen_stages=args.frozen_stages,
+            refit=refit, device=args.device, progress=not args.quiet,
+        )  # fmt: skip
     families = ", ".join(
         f"{k} {v:.2f}" for k, v in facts["auroc_per_family"].items() if v is not None
     )

@@ -42,15 +42,24 @@ from mammodissect.metrics import auroc, recall_at_k
 from mammodissect.models import load_target
 from mammodissect.models.configured import resolve_device
 from mammodissect.models.phantom_clip import (
+    BUNDLED_WEIGHTS,
     MiniLM,
     PhantomClipModel,
+    build_phantom_clip,
     default_preprocess,
     save_phantom_clip,
 )
 from mammodissect.phantom import PHANTOM_CONCEPTS, Phantom, PhantomSettings, generate
 from mammodissect.phantom.lexicon import text_negatives, training_texts
 
-__all__ = ["HeadRefit", "evaluate_dissector", "initial_model", "refit_heads", "train_dissector"]
+__all__ = [
+    "HeadRefit",
+    "evaluate_dissector",
+    "initial_model",
+    "refit_dissector",
+    "refit_heads",
+    "train_dissector",
+]
 
 log = logging.getLogger(__name__)
 
@@ -260,6 +269,32 @@ def _save_checkpoint(
     partial.replace(path)  # a kill mid-write leaves the previous checkpoint whole
 
 
+def _refit_stage(
+    model: PhantomClipModel,
+    text: MiniLM,
+    texts: _TrainingTexts,
+    refit: HeadRefit,
+    seed: int,
+    settings: PhantomSettings,
+    progress: bool,
+) -> None:
+    """:class:`HeadRefit`'s stage on ``model`` (in eval mode, on its device), in place: tower
+    features of ``refit.images`` fresh phantoms, drawn in chunks seeded apart from training."""
+    if not refit.active:
+        return
+    place = next(model.parameters()).device
+    chunks = [
+        generate(min(_REFIT_CHUNK, refit.images - start), settings=settings,
+                 seed=seed + _REFIT_SEED_OFFSET + start // _REFIT_CHUNK)
+        for start in range(0, refit.images, _REFIT_CHUNK)
+    ]  # fmt: skip
+    phantoms = [p for chunk in chunks for p in chunk]
+    features = torch.cat([_tower_features(model, chunk) for chunk in chunks])
+    present = _presence(phantoms, sorted(PHANTOM_CONCEPTS)).to(place)
+    reports = _embed(text, [p.report for p in phantoms]).to(place)
+    refit_heads(model, features, present, reports, texts, refit, seed, progress)
+
+
 def train_dissector(
     out: Path,
     *,
@@ -346,17 +381,7 @@ def train_dissector(
     bar.close()
     model = model.eval()
     refit = refit or HeadRefit()
-    if refit.active:
-        chunks = [
-            generate(min(_REFIT_CHUNK, refit.images - start), settings=settings,
-                     seed=seed + _REFIT_SEED_OFFSET + start // _REFIT_CHUNK)
-            for start in range(0, refit.images, _REFIT_CHUNK)
-        ]  # fmt: skip
-        phantoms = [p for chunk in chunks for p in chunk]
-        features = torch.cat([_tower_features(model, chunk) for chunk in chunks])
-        present = _presence(phantoms, concepts).to(place)
-        reports = _embed(text, [p.report for p in phantoms]).to(place)
-        refit_heads(model, features, present, reports, texts, refit, seed, progress)
+    _refit_stage(model, text, texts, refit, seed, settings, progress)
     model = model.to("cpu", memory_format=torch.contiguous_format)
     trained = spent + time.perf_counter() - started
     quality = evaluate_dissector(model, text, held_out, seed + _HELD_OUT_SEED_OFFSET, settings)
@@ -369,6 +394,50 @@ def train_dissector(
         "settings": repr(settings), "train_seconds": round(trained, 1),
         "torch": torch.__version__, **quality,
     }  # fmt: skip
+    save_phantom_clip(model, Path(out), facts)
+    return facts
+
+
+def refit_dissector(
+    out: Path,
+    *,
+    weights: Path | None = None,
+    refit: HeadRefit | None = None,
+    seed: int = 0,
+    held_out: int = 500,
+    settings: PhantomSettings | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Refit the heads of trained phantom-clip ``weights`` (default: the bundled ones) and
+    write ``out`` (.safetensors + .json): :class:`HeadRefit`'s stage alone.
+
+    The image tower is kept bit for bit, so the M target and the C variants fine-tuned from
+    it stay valid; only the projections, logit scale and bias change, and with them what the
+    dissector says. The facts of ``weights`` are kept, their held-out quality under
+    ``before_refit``; the new held-out quality (same seed ``seed + 1,000,003``) replaces it.
+    """
+    started = time.perf_counter()
+    settings = settings or PhantomSettings()
+    refit = refit or HeadRefit()
+    model, facts = build_phantom_clip(weights)
+    source = Path(weights).name if weights is not None else BUNDLED_WEIGHTS.name
+    text = MiniLM()
+    place = resolve_device(device)
+    texts = _TrainingTexts.embed(text, sorted(PHANTOM_CONCEPTS), place)
+    torch.manual_seed(seed)
+    model = model.to(place).eval()
+    _refit_stage(model, text, texts, refit, seed, settings, progress)
+    model = model.to("cpu")
+    seconds = time.perf_counter() - started
+    quality = evaluate_dissector(model, text, held_out, seed + _HELD_OUT_SEED_OFFSET, settings)
+    before = {k: facts.pop(k) for k in list(facts) if k in quality}
+    facts.update({
+        "refit_of": source, "refit_seed": seed, "head_refit": asdict(refit),
+        "refit_device": str(place), "refit_seconds": round(seconds, 1),
+        "text_targets": len(texts.positives), "text_negatives": len(texts.negatives),
+        "before_refit": before, **quality,
+    })  # fmt: skip
     save_phantom_clip(model, Path(out), facts)
     return facts
 
