@@ -3,7 +3,7 @@ the training curve): per-concept AUROC (median and mean), per family, report-to-
 on phantoms of the held-out seed the training itself measures with (seed + 1,000,003).
 
     python benchmarks/bench_phantom_clip.py runs/weights/phantom_clip.ckpt   # a checkpoint
-    python benchmarks/bench_phantom_clip.py                                  # the bundled v1
+    python benchmarks/bench_phantom_clip.py                                  # the bundled weights
 """
 
 from __future__ import annotations

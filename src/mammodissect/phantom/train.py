@@ -84,7 +84,7 @@ class HeadRefit:
         mean over negatives), on top of the sigmoid loss that scores them low.
     """
 
-    images: int = 4000
+    images: int = 8000
     steps: int = 10_000
     batch_size: int = 64
     lr: float = 1e-3
