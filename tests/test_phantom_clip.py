@@ -97,7 +97,7 @@ def test_refit_keeps_the_tower_and_records_what_it_refit(tmp_path, capsys):
     assert facts["held_out_images"] == 24 and "mean_concept_auroc" in facts["before_refit"]
 
 
-def test_reduced_demo_m_has_more_passing_mammography_units_than_g(tmp_path, capsys):
+def test_reduced_demo_counts_the_study_s_first_finding_from_its_comparison(tmp_path, capsys):
     code = main([
         "demo", "--out", str(tmp_path / "demo"), "--images", "48", "--blocks", "[4-6].0",
         "--quiet", "--device", "cpu", "--evaluate",
@@ -111,11 +111,22 @@ def test_reduced_demo_m_has_more_passing_mammography_units_than_g(tmp_path, caps
 
     summary = pd.read_csv(tmp_path / "demo" / "summary.csv").set_index("variant")
     assert list(summary.index) == list(variants)
-    # the study's count: units passing the global threshold whose top concept is mammography
-    assert (
-        summary.loc["M", "passing_mammography_units"]
-        > summary.loc["G", "passing_mammography_units"]
+    # the study's count (units passing the global threshold whose top concept is a mammography
+    # concept) is the comparison's own; which variant leads is a result of the weights, not of
+    # the code (the README states what the full demo shows), so it is not asserted here
+    compared_layers = pd.read_csv(
+        tmp_path / "demo" / "compare" / "compare.csv", dtype={"layer": str}
     )
+    for variant in variants:
+        rows = compared_layers[compared_layers["run"] == variant]
+        neurons = pd.read_csv(tmp_path / "demo" / variant / "neurons.csv", dtype={"layer": str})
+        best = neurons[neurons["rank"] == 1]
+        expected = 0
+        for layer, threshold in zip(rows["layer"], rows["global_threshold"], strict=True):
+            units = best[best["layer"] == layer]
+            expected += int(((units["score"] >= threshold) & ~units["control"]).sum())
+        counted = summary.loc[variant, "passing_mammography_units"]
+        assert counted == expected <= summary.loc[variant, "passing_units"], variant
     for variant in variants:
         assert (tmp_path / "demo" / variant / "neurons.csv").is_file()
     compared = tmp_path / "demo" / "compare"
