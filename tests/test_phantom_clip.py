@@ -1,6 +1,6 @@
 """phantom-clip: the bundled dissector's zero-shot quality on held-out phantoms, its
-training command, and the demo's first finding (M labels more units with mammography
-concepts than G)."""
+training and refit commands, and the reduced demo (its first-finding count checked against the
+runs' own labels)."""
 
 from __future__ import annotations
 
