@@ -35,7 +35,7 @@ def _refit(flat: float) -> tuple[float, float]:
     refit = HeadRefit(images=len(features), steps=300, flat_negatives=flat)
     refit_heads(model, features, present, reports, texts, refit, seed=0)
     with torch.no_grad():
-        image = F.normalize(model.image_projection(features), dim=-1)
+        image = model.embed_image_features(features)
         negatives = image @ model.embed_text_features(texts.negative_features).T
         positives = (image @ model.embed_text_features(texts.positive_features).T).numpy()
     worst = min(auroc(positives[:, k], present[:, k].numpy().astype(bool)) for k in range(3))

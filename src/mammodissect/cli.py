@@ -493,17 +493,14 @@ def _add_phantom(sub: argparse._SubParsersAction) -> None:
         "held-out zero-shot quality; use it with --dissector phantom-clip:OUT.safetensors.",
     )
     train.add_argument("--out", required=True, help="output .safetensors file")
-    made = {k: v.default for k, v in inspect.signature(train_dissector).parameters.items()}
-    for flag, kind, what in (
-        ("images", int, "new phantoms per epoch"),
-        ("epochs", int, "epochs"),
-        ("batch-size", int, "batch size"),
-        ("seed", int, "seed"),
-        ("held-out", int, "held-out phantoms measured"),
-        ("frozen-stages", int, "stages of the image tower kept as ImageNet made them"),
-    ):
-        default = made[flag.replace("-", "_")]
-        train.add_argument(f"--{flag}", type=kind, default=default, help=f"{what} ({default})")
+    _add_signature_flags(train, train_dissector, (
+        ("images", "new phantoms per epoch"),
+        ("epochs", "epochs"),
+        ("batch-size", "batch size"),
+        ("seed", "seed"),
+        ("held-out", "held-out phantoms measured"),
+        ("frozen-stages", "stages of the image tower kept as ImageNet made them"),
+    ))  # fmt: skip
     _add_refit_flags(train)
     refit = actions.add_parser(
         "refit-dissector",
@@ -515,8 +512,9 @@ def _add_phantom(sub: argparse._SubParsersAction) -> None:
     )
     refit.add_argument("--out", required=True, help="output .safetensors file")
     refit.add_argument("--weights", help="phantom-clip weights to start from (default: bundled)")
-    refit.add_argument("--seed", type=int, default=0, help="seed (0)")
-    refit.add_argument("--held-out", type=int, default=500, help="held-out phantoms measured (500)")
+    _add_signature_flags(
+        refit, refit_dissector, (("seed", "seed"), ("held-out", "held-out phantoms measured"))
+    )
     _add_refit_flags(refit)
     target = actions.add_parser(
         "train-target",
@@ -659,6 +657,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         f"and {REPORT_FILE} in each variant's folder"
     )
     return 0
+
+
+def _add_signature_flags(
+    parser: argparse.ArgumentParser, function: Any, flags: Sequence[tuple[str, str]]
+) -> None:
+    """One ``--FLAG`` per (flag, help) with the type and default of ``function``'s keyword of
+    that name, so the API's signature is the one owner of the defaults."""
+    defaults = {k: v.default for k, v in inspect.signature(function).parameters.items()}
+    for flag, what in flags:
+        default = defaults[flag.replace("-", "_")]
+        parser.add_argument(
+            f"--{flag}", type=type(default), default=default, help=f"{what} ({default})"
+        )
 
 
 def _add_refit_flags(parser: argparse.ArgumentParser) -> None:

@@ -121,7 +121,11 @@ class PhantomClipModel(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(B, D) unit-norm image embeddings."""
-        return F.normalize(self.image_projection(self.image_encoder(images)), dim=-1)
+        return self.embed_image_features(self.image_encoder(images))
+
+    def embed_image_features(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, D) unit-norm image embeddings from the image tower's pooled features."""
+        return F.normalize(self.image_projection(features), dim=-1)
 
     def embed_text_features(self, sentence: torch.Tensor) -> torch.Tensor:
         """(M, D) unit-norm text embeddings from MiniLM sentence embeddings."""

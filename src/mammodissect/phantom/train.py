@@ -213,7 +213,7 @@ def refit_heads(
     batch = min(refit.batch_size, len(features))
     for _ in tqdm(range(refit.steps), desc="refitting the heads", disable=not progress):
         idx = torch.randperm(len(features), generator=generator)[:batch].to(features.device)
-        image = F.normalize(model.image_projection(features[idx]), dim=-1)
+        image = model.embed_image_features(features[idx])
         loss = texts.loss(model, image, present[idx], reports[idx], refit.flat_negatives)
         optimizer.zero_grad()
         loss.backward()
@@ -425,7 +425,6 @@ def refit_dissector(
     text = MiniLM()
     place = resolve_device(device)
     texts = _TrainingTexts.embed(text, sorted(PHANTOM_CONCEPTS), place)
-    torch.manual_seed(seed)
     model = model.to(place).eval()
     _refit_stage(model, text, texts, refit, seed, settings, progress)
     model = model.to("cpu")
