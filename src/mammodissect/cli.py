@@ -14,7 +14,10 @@ from typing import Any
 
 from mammodissect.config import RunConfig
 from mammodissect.errors import MammodissectError
+from mammodissect.evaluate.config import EvaluateConfig
+from mammodissect.finetune.config import FinetuneConfig
 from mammodissect.models.spec import PHANTOM_C_TASKS
+from mammodissect.options import add_flags, flag_values, numbers
 from mammodissect.phantom.train import HeadRefit, refit_dissector, train_dissector
 from mammodissect.precision import PRECISIONS
 from mammodissect.rundir import (
@@ -304,59 +307,14 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
         help="density, birads, mass, calcification, or the name of a label column",
     )
     p.add_argument("--out", required=True, help="run directory (resumed when it exists)")
-    p.add_argument("--epochs", type=int, default=5, help="epochs (default 5)")
-    p.add_argument("--batch-size", type=int, default=16, help="images per batch (default 16)")
-    p.add_argument("--lr", type=float, default=5e-5, help="peak learning rate (default 5e-5)")
-    p.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay (1e-4)")
-    p.add_argument("--warmup-epochs", type=int, default=1, help="linear warm-up epochs (1)")
-    p.add_argument(
-        "--val-fraction", type=float, default=0.2, help="share of patients validated on (0.2)"
-    )
-    p.add_argument(
-        "--split",
-        choices=["random", "column"],
-        default="random",
-        help="random by patient (default), or the probe's own split column",
-    )
-    p.add_argument("--seed", type=int, default=0, help="seed of split, batches, augmentation (0)")
-    p.add_argument("--image-size", help="input size HEIGHTxWIDTH (default: the model's own)")
-    p.add_argument("--preprocess", help="preprocessing recipe (default: the model's own)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
-    p.add_argument("--num-workers", type=int, default=0, help="image decoding processes (0)")
-    p.add_argument(
-        "--freeze",
-        help="layers (names or globs, comma-separated) whose weights stay fixed, "
-        "e.g. 'image_encoder._blocks.[0-9]'",
-    )
-    p.add_argument(
-        "--no-augment", dest="augment", action="store_false", help="no flips or affine changes"
-    )
-    p.add_argument("--voi", default="auto", help="DICOM VOI transform (default auto)")
-    p.add_argument("--cache-dir", help="prepared-image cache (default as for `run`)")
-    p.add_argument(
-        "--no-image-cache",
-        dest="cache_images",
-        action="store_false",
-        help="do not keep prepared images in the cache",
-    )
-    p.add_argument(
-        "--overwrite", action="store_true", help="replace a run with other settings in --out"
-    )
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_flags(p, FinetuneConfig)
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
     from mammodissect.finetune import finetune, target_spec
 
-    metrics = finetune(
-        args.model, args.probe, args.task, args.out, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-        warmup_epochs=args.warmup_epochs, val_fraction=args.val_fraction, split=args.split,
-        seed=args.seed, image_size=args.image_size, preprocess=args.preprocess,
-        device=args.device, num_workers=args.num_workers, augment=args.augment,
-        freeze=args.freeze, voi=args.voi, cache_dir=args.cache_dir,
-        cache_images=args.cache_images, progress=not args.quiet, overwrite=args.overwrite,
-    )  # fmt: skip
+    config = FinetuneConfig(**flag_values(args, FinetuneConfig))
+    metrics = finetune(args.model, args.probe, args.task, args.out, config)
     best = metrics["best_metric"]
     shown = f"{best:.4f}" if best is not None else "undefined"
     print(
@@ -800,48 +758,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         "and units_above_null in summary.csv.",
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `mammodissect run`")
-    p.add_argument("--probe", help="the run's probe (needed for grounding)")
-    p.add_argument("--target", help="the run's target spec (default: run.json's)")
-    p.add_argument("--dissector", help="the run's dissector spec (default: run.json's)")
-    p.add_argument("--cache-dir", help="the cache folder the run used (default: the default)")
-    p.add_argument("--null-seeds", type=int, default=5, help="permutations per layer (5)")
-    p.add_argument("--quantile", type=float, default=0.995, help="map threshold quantile (0.995)")
-    p.add_argument("--iou-threshold", type=float, default=0.04, help="least IoU (0.04)")
-    p.add_argument(
-        "--auroc-threshold",
-        type=float,
-        default=0.75,
-        help="least AUROC for a unit to be grounded in a density/BI-RADS class (0.75)",
-    )
-    p.add_argument(
-        "--stability-reps",
-        type=int,
-        default=20,
-        help="bootstrap resamples of the probe images for label stability (20)",
-    )
-    p.add_argument(
-        "--noise",
-        default="0.01,0.02",
-        help="Gaussian noise levels (fractions of the image's intensity range) for label "
-        "stability, comma-separated; each records the probe again (cached); 'none' skips "
-        "(0.01,0.02)",
-    )
-    p.add_argument(
-        "--head-task",
-        help="the classifier head's task (density, birads, mass, calcification or a column; "
-        "default: the target's, for classifier: targets)",
-    )
-    p.add_argument(
-        "--head-classes",
-        help="the head's classes in unit order, comma-separated (e.g. A,B,C,D; no,yes for a "
-        "one-unit binary head)",
-    )
-    p.add_argument("--max-side", type=int, default=320, help="IoU frame's longest side (320)")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (1000)")
-    p.add_argument("--seed", type=int, default=0, help="seed (0)")
-    p.add_argument("--batch-size", type=int, help="grounding batch size (default: the run's)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_flags(p, EvaluateConfig)
     p.add_argument(
         "--similarities",
         help="also relabel every unit with each of these similarity functions (comma-separated, "
@@ -860,17 +777,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from mammodissect.evaluate.similarities import similarity_settings
 
     if args.similarities:  # bad names or top_k fail before the evaluation runs
-        similarity_settings(args.similarities.split(","), _numbers(args.top_k, "--top-k", int))
-    result = evaluate(
-        args.run_dir, probe=args.probe, target=args.target, dissector=args.dissector,
-        cache_dir=args.cache_dir, null_seeds=args.null_seeds, quantile=args.quantile,
-        iou_threshold=args.iou_threshold, auroc_threshold=args.auroc_threshold,
-        head_task=args.head_task,
-        head_classes=args.head_classes.split(",") if args.head_classes else None,
-        stability_reps=args.stability_reps, noise=_numbers(args.noise, "--noise"),
-        max_side=args.max_side, bootstrap=args.bootstrap,
-        seed=args.seed, batch_size=args.batch_size, device=args.device, quiet=args.quiet,
-    )  # fmt: skip
+        similarity_settings(args.similarities.split(","), numbers(args.top_k, "--top-k", int))
+    config = EvaluateConfig(**flag_values(args, EvaluateConfig))
+    result = evaluate(args.run_dir, config)
     counts, overall = result.info["counts"], result.info["overall"]
     print(
         f"{args.run_dir}: {counts['units_above_null_99']}/{counts['units']} units above the "
@@ -915,24 +824,13 @@ def _rate(value: float | None) -> str:
     return "n/a" if value is None or value != value else f"{value:.2f}"  # None or NaN
 
 
-def _numbers(text: str, flag: str, cast: type = float) -> list[Any]:
-    """Comma-separated numbers of a flag (``int`` or ``float``); ``none`` or nothing: []."""
-    if text.strip().lower() in ("", "none"):
-        return []
-    try:
-        return [cast(v) for v in text.split(",") if v.strip()]
-    except ValueError as err:
-        kind = "integers (e.g. 20,100)" if cast is int else "numbers (e.g. 0.01,0.02)"
-        raise MammodissectError(f"{flag} must be comma-separated {kind}, got {text!r}") from err
-
-
 def _compare_similarities(args: argparse.Namespace, units: Any) -> None:
     import math
 
     from mammodissect.evaluate.similarities import compare_similarities
 
     names = [n.strip() for n in args.similarities.split(",") if n.strip()]
-    top_ks = _numbers(args.top_k, "--top-k", int)
+    top_ks = numbers(args.top_k, "--top-k", int)
     table = compare_similarities(
         args.run_dir, similarities=names, top_ks=top_ks, evaluation=units,
         dissector=args.dissector, probe=args.probe, cache_dir=args.cache_dir,

@@ -7,7 +7,6 @@ file (``batch_size:``) and the Python API (``dissect(batch_size=...)``).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from mammodissect.concepts.core import check_rule
 from mammodissect.errors import MammodissectError
 from mammodissect.hooks import POOLINGS
 from mammodissect.models.spec import parse_spec
+from mammodissect.options import unknown_key
 from mammodissect.precision import PRECISIONS
 from mammodissect.probe.images import VOI_CHOICES
 
@@ -143,9 +143,7 @@ class RunConfig:
         known = cls.field_names()
         for key in values:
             if key not in known:
-                close = difflib.get_close_matches(key, known, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise MammodissectError(f"unknown key {key!r} in {source}{hint}")
+                raise unknown_key(key, known, source)
         required = [
             f.name
             for f in dataclasses.fields(cls)

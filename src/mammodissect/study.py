@@ -33,7 +33,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import hashlib
-import inspect
 import json
 import logging
 import time
@@ -73,13 +72,12 @@ COMPARE_DIR = "compare"
 ROLES: tuple[str, ...] = ("general", "mammography", "finetuned")
 _SECTIONS = ("variants", "evaluate", "compare", "report")
 _VARIANT_KEYS = ("name", "role", "target", "layers", "evaluate", "finetune")
-#: finetune() arguments a study does not take from the variant's ``finetune`` mapping.
+#: finetune() settings a study does not take from the variant's ``finetune`` mapping.
 _FINETUNE_FIXED = ("out", "cache_dir", "device", "progress", "overwrite", "num_workers")
 _COMPARE_KEYS = ("layers", "figures", "detectability", "min_auroc")
 _REPORT_KEYS = ("cards", "card_images", "batch_size")
-#: evaluate() arguments a study does not set: the study gives them.
-_EVALUATE_FIXED = ("run_dir", "probe", "target", "dissector", "cache_dir", "device", "write",
-                   "quiet")  # fmt: skip
+#: evaluate() settings a study does not take from its ``evaluate`` mapping: it gives them.
+_EVALUATE_FIXED = ("probe", "target", "dissector", "cache_dir", "device", "write", "quiet")
 
 
 @dataclass(frozen=True)
@@ -203,9 +201,9 @@ def _section(
 
 
 def _evaluate_keys() -> list[str]:
-    from mammodissect.evaluate import evaluate
+    from mammodissect.evaluate import EvaluateConfig
 
-    return [p for p in inspect.signature(evaluate).parameters if p not in _EVALUATE_FIXED]
+    return [p for p in EvaluateConfig.field_names() if p not in _EVALUATE_FIXED]
 
 
 def _finetune_entry(
@@ -213,7 +211,7 @@ def _finetune_entry(
 ) -> dict[str, Any] | None:
     """A variant's ``finetune`` mapping, checked, with the study's probe when it names none;
     None without one."""
-    from mammodissect.finetune import finetune
+    from mammodissect.finetune import FinetuneConfig
 
     value = entry.get("finetune")
     if value is None:
@@ -221,7 +219,10 @@ def _finetune_entry(
     here = (*path, "finetune")
     if not isinstance(value, dict):
         raise where.fail(here, "finetune must be a mapping (model, task, settings)")
-    known = [p for p in inspect.signature(finetune).parameters if p not in _FINETUNE_FIXED]
+    known = [
+        p for p in ("model", "probe", "task", *FinetuneConfig.field_names())
+        if p not in _FINETUNE_FIXED
+    ]  # fmt: skip
     _unknown(list(value), known, where, here)
     if entry.get("target"):
         raise where.fail(

@@ -12,17 +12,26 @@ Modules, one job each: :mod:`~mammodissect.evaluate.source` (the run and its cac
 :mod:`~mammodissect.evaluate.planted` (planted units with known answers),
 :mod:`~mammodissect.evaluate.stability` (bootstrap and noise),
 :mod:`~mammodissect.evaluate.agreement` (label vs truth), :mod:`~mammodissect.evaluate.tables`
-(outputs), :mod:`~mammodissect.evaluate.core` (the pipeline),
+(outputs), :mod:`~mammodissect.evaluate.core` (the pipeline; its settings:
+:mod:`~mammodissect.evaluate.config`),
 :mod:`~mammodissect.evaluate.similarities` (``compare_similarities``: every similarity setting
 scored against the same grounding, ``similarities.csv``), :mod:`~mammodissect.evaluate.sanity`
 (the missing-labels and extra-labels sanity checks of similarity functions).
 """
 
+from mammodissect.evaluate.config import EvaluateConfig
 from mammodissect.evaluate.core import Evaluation, evaluate
 from mammodissect.evaluate.sanity import planted_sanity, sanity_checks
 from mammodissect.evaluate.similarities import compare_similarities
 
-__all__ = ["Evaluation", "compare_similarities", "evaluate", "planted_sanity", "sanity_checks"]
+__all__ = [
+    "EvaluateConfig",
+    "Evaluation",
+    "compare_similarities",
+    "evaluate",
+    "planted_sanity",
+    "sanity_checks",
+]
 
 # ``mammodissect.evaluate(...)`` runs the verb; ``mammodissect.evaluate.<module>`` stays importable
 from mammodissect.verbs import make_callable

@@ -38,6 +38,7 @@ from mammodissect.config import default_cache_dir
 from mammodissect.errors import MammodissectError
 from mammodissect.evaluate import tables
 from mammodissect.evaluate.agreement import agreement_flags, minilm_cosines
+from mammodissect.evaluate.config import EvaluateConfig
 from mammodissect.evaluate.fair import FAIR_COLUMNS, concept_truth, fair_columns
 from mammodissect.evaluate.grounding import UNGROUNDED, Grounding, ground
 from mammodissect.evaluate.head import (
@@ -63,6 +64,7 @@ from mammodissect.evaluate.stability import bootstrap_stability, noise_stability
 from mammodissect.evaluate.stored import StoredTruth
 from mammodissect.models.base import bind_probe
 from mammodissect.models.configured import load_models, resolve_device
+from mammodissect.options import build
 from mammodissect.probe import Probe
 from mammodissect.record import RecordSettings, matching_probe, record
 from mammodissect.similarity import get_similarity
@@ -104,27 +106,8 @@ class Evaluation:
 
 def evaluate(
     run_dir: str | Path,
-    *,
-    probe: str | Path | Probe | None = None,
-    target: Any = None,
-    dissector: Any = None,
-    cache_dir: str | Path | None = None,
-    null_seeds: int = 5,
-    quantile: float = 0.995,
-    iou_threshold: float = 0.04,
-    auroc_threshold: float = 0.75,
-    head_task: str | None = None,
-    head_classes: Sequence[str] | None = None,
-    stability_reps: int = 20,
-    noise: Sequence[float] = (0.01, 0.02),
-    max_samples: int = 16384,
-    max_side: int = 320,
-    bootstrap: int = 1000,
-    seed: int = 0,
-    device: str = "auto",
-    batch_size: int | None = None,
-    write: bool = True,
-    quiet: bool = False,
+    config: EvaluateConfig | None = None,
+    **options: Any,
 ) -> Evaluation:
     """Evaluate the unit labels of a run directory.
 
@@ -132,47 +115,40 @@ def evaluate(
     ----------
     run_dir:
         A directory written by ``mammodissect run --out DIR``.
-    probe:
-        The run's probe (path or loaded); needed for grounding (run.json keeps only its name).
-        Without it, or when it has neither a ``mask_path`` column nor boxes, grounding is
-        skipped with a logged note.
-    target, dissector:
-        Specs or loaded models replacing run.json's (needed when their weights are files).
-    cache_dir:
-        The cache folder the run used (default: the default cache folder).
-    null_seeds:
-        Permutations per layer for the null baseline.
-    quantile:
-        Per-unit activation quantile thresholding the maps (0.995: top 0.5%).
-    iou_threshold:
-        Least IoU for a unit to count as grounded.
-    auroc_threshold:
-        Least AUROC for a unit to count as grounded in an image-level class (density,
-        BI-RADS; :mod:`mammodissect.evaluate.image_labels`).
-    head_task, head_classes:
-        The task and classes of the target's classifier head (default: from the target, for
-        ``classifier:`` targets); the head check runs when the run recorded the head layer,
-        or when ``probe`` is given (the head is then recorded).
-    stability_reps:
-        Bootstrap resamples of the probe images for label stability
-        (:mod:`mammodissect.evaluate.stability`).
-    noise:
-        Gaussian noise levels (fractions of each image's intensity range) for label stability;
-        each records the probe again (cached); needs ``probe``; empty: none.
-    max_samples:
-        Map positions sampled per unit for the quantile (exact when the probe has fewer).
-    max_side:
-        Longest side of the frame IoU is computed in.
-    bootstrap:
-        Bootstrap resamples of units for the 95% intervals (0: none).
-    seed:
-        Seed of permutations, position samples and bootstrap.
-    device, batch_size:
-        For the grounding pass (batch size default: the run's).
-    write:
-        Write the tables into ``run_dir`` and ``units_above_null`` into its summary.csv.
-    quiet:
-        No progress bars.
+    config:
+        The settings (:class:`EvaluateConfig`; default: its defaults).
+    **options:
+        Settings replacing ``config``'s, by the names of :class:`EvaluateConfig`'s fields:
+
+        - ``probe``: the run's probe (path or loaded); needed for grounding (run.json keeps
+          only its name). Without it, or when it has neither a ``mask_path`` column nor
+          boxes, grounding is skipped with a logged note.
+        - ``target``, ``dissector``: specs or loaded models replacing run.json's (needed when
+          their weights are files).
+        - ``cache_dir``: the cache folder the run used (default: the default cache folder).
+        - ``null_seeds``: permutations per layer for the null baseline (5).
+        - ``quantile``: per-unit activation quantile thresholding the maps (0.995: top 0.5%).
+        - ``iou_threshold``: least IoU for a unit to count as grounded (0.04).
+        - ``auroc_threshold``: least AUROC for a unit to count as grounded in an image-level
+          class (density, BI-RADS; :mod:`mammodissect.evaluate.image_labels`; 0.75).
+        - ``head_task``, ``head_classes``: the task and classes of the target's classifier
+          head (default: from the target, for ``classifier:`` targets); the head check runs
+          when the run recorded the head layer, or when ``probe`` is given (the head is then
+          recorded).
+        - ``stability_reps``: bootstrap resamples of the probe images for label stability
+          (:mod:`mammodissect.evaluate.stability`; 20).
+        - ``noise``: Gaussian noise levels (fractions of each image's intensity range) for
+          label stability; each records the probe again (cached); needs ``probe``; empty:
+          none ((0.01, 0.02)).
+        - ``max_samples``: map positions sampled per unit for the quantile (exact when the
+          probe has fewer; 16384).
+        - ``max_side``: longest side of the frame IoU is computed in (320).
+        - ``bootstrap``: bootstrap resamples of units for the 95% intervals (0: none; 1000).
+        - ``seed``: seed of permutations, position samples and bootstrap (0).
+        - ``device``, ``batch_size``: for the grounding pass (batch size default: the run's).
+        - ``write``: write the tables into ``run_dir`` and ``units_above_null`` into its
+          summary.csv (True).
+        - ``quiet``: no progress bars.
 
     Returns
     -------
@@ -185,13 +161,14 @@ def evaluate(
     """
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    c = build(EvaluateConfig, config, options, "evaluate()")
+    root = Path(c.cache_dir).expanduser() if c.cache_dir else default_cache_dir()
     source = open_run(run_dir, root)
     name = source.run.name
     config = source.run.stored_config(
-        target=target, dissector=dissector,
-        probe=probe if isinstance(probe, Probe) else (str(probe) if probe else None),
-        cache_dir=str(root), device=device, batch_size=batch_size, quiet=quiet,
+        target=c.target, dissector=c.dissector,
+        probe=c.probe if isinstance(c.probe, Probe) else (str(c.probe) if c.probe else None),
+        cache_dir=str(root), device=c.device, batch_size=c.batch_size, quiet=c.quiet,
     )  # fmt: skip
     concepts = concept_sets.load(source.run.path / CONCEPTS_FILE)
     expected = source.run.fingerprint("concepts")
@@ -201,11 +178,11 @@ def evaluate(
             f"{concepts.fingerprint()}, run.json {expected}); rerun `mammodissect run`"
         )
     target_model, dissector_model = load_models(config)
-    run_device = resolve_device(device)
+    run_device = resolve_device(c.device)
     timings["load"] = _lap(started)
 
     notes: list[str] = []
-    loaded = _probe(probe, source, notes)
+    loaded = _probe(c.probe, source, notes)
     bind_probe(dissector_model, loaded)
     with torch.inference_mode():
         texts, _ = concept_sets.encode_concepts(
@@ -232,17 +209,17 @@ def evaluate(
         observed, labels[layer] = top1(similarity, cosines, activations, params)
         _check_scores(source, layer, observed)
         nulls[layer] = null_baseline(
-            similarity, cosines, activations, params, seeds=null_seeds, seed=seed,
+            similarity, cosines, activations, params, seeds=c.null_seeds, seed=c.seed,
             observed=observed,
         )  # fmt: skip
         survival["bootstrap"][layer] = bootstrap_stability(
-            similarity, cosines, activations, params, labels[layer], reps=stability_reps,
-            seed=seed, quiet=True,
+            similarity, cosines, activations, params, labels[layer], reps=c.stability_reps,
+            seed=c.seed, quiet=True,
         )  # fmt: skip
     timings["null_and_bootstrap"] = _lap(started, sum(timings.values()))
     # the run's recording settings, for the passes evaluate adds (noise, the head)
     recording = RecordSettings.of_run(
-        config, run_device, cache_root=Path(root), top_k=5, strict=False, progress=not quiet
+        config, run_device, cache_root=Path(root), top_k=5, strict=False, progress=not c.quiet
     )
 
     frame = concepts.to_frame().drop_duplicates("concept")
@@ -254,19 +231,19 @@ def evaluate(
     elif masks is not None:
         grounding = ground(
             target_model, loaded, source.rows.tolist(), source.layers, masks,
-            quantile=quantile, max_samples=max_samples, max_side=max_side,
-            batch_size=config.batch_size, device=run_device, voi=config.voi, seed=seed,
-            image_cache=PreparedImageCache(root) if config.cache_images else None, quiet=quiet,
+            quantile=c.quantile, max_samples=c.max_samples, max_side=c.max_side,
+            batch_size=config.batch_size, device=run_device, voi=config.voi, seed=c.seed,
+            image_cache=PreparedImageCache(root) if config.cache_images else None, quiet=c.quiet,
         )  # fmt: skip
         planted = planted_units(
             loaded, source.rows.tolist(), masks, cosines, list(concepts.concepts), similarity,
             params, categories=frame, pooling=config.pooling,
-            bootstrap=bootstrap, seed=seed, shapes=source.image_shapes(), quiet=quiet,
+            bootstrap=c.bootstrap, seed=c.seed, shapes=source.image_shapes(), quiet=c.quiet,
         )  # fmt: skip
         if planted.layer.concepts:  # the pipeline's ceiling beside the dissector's
             planted = annotation_ceiling(
                 planted, loaded, source.rows.tolist(), list(concepts.concepts), similarity,
-                params, categories=frame, bootstrap=bootstrap, seed=seed,
+                params, categories=frame, bootstrap=c.bootstrap, seed=c.seed,
             )  # fmt: skip
         notes += grounding.notes + planted.notes + _unmatched(masks)
     rows = source.rows.tolist()
@@ -275,26 +252,26 @@ def evaluate(
         iou=dict(grounding.iou) if grounding is not None else {},
         mask_classes=masks.classes() if masks is not None else [],
         image=concept_truth(loaded, rows, concepts.concepts) if loaded is not None else None,
-        iou_threshold=iou_threshold,
-        auroc_threshold=auroc_threshold,
+        iou_threshold=c.iou_threshold,
+        auroc_threshold=c.auroc_threshold,
         planted=planted.layer if planted is not None and planted.layer.concepts else None,
     )
     timings["grounding"] = _lap(started, sum(timings.values()))
 
-    if loaded is not None and noise:
+    if loaded is not None and c.noise:
         noisy = noise_stability(
             target_model, dissector_model, loaded, source.rows, source.layers, texts,
-            similarity, params, labels, sigmas=noise, seed=seed, settings=recording,
+            similarity, params, labels, sigmas=c.noise, seed=c.seed, settings=recording,
             calibrate=calibrate,
         )  # fmt: skip
         survival.update({_noise_column(s): n.survived for s, n in noisy.items()})
-    elif noise:
+    elif c.noise:
         notes.append("no probe given: label stability under noise not measured")
     timings["noise"] = _lap(started, sum(timings.values()))
 
     image = image_labels(loaded, source.rows.tolist(), frame) if loaded is not None else None
     notes += image.notes if image is not None else []
-    head = _head_task(source, head_task, head_classes)
+    head = _head_task(source, c.head_task, c.head_classes)
     head_table = None
     if head is not None:
         models = (target_model, dissector_model)
@@ -314,27 +291,27 @@ def evaluate(
     timings["classes"] = _lap(started, sum(timings.values()))
 
     units = _unit_table(
-        source, nulls, grounding, iou_threshold, frame, image, auroc_threshold, truth
+        source, nulls, grounding, c.iou_threshold, frame, image, c.auroc_threshold, truth
     )
     units = tables.with_stability(units, source.layers, survival)
-    layers = tables.layer_table(source.layers, units, nulls, grounding, bootstrap, seed)
-    overall = tables.overall(units, bootstrap, seed)
+    layers = tables.layer_table(source.layers, units, nulls, grounding, c.bootstrap, c.seed)
+    overall = tables.overall(units, c.bootstrap, c.seed)
     timings["agreement"] = _lap(started, sum(timings.values()))
     info = {
         "run": name,
         "settings": {
-            "null_seeds": null_seeds,
+            "null_seeds": c.null_seeds,
             "null_levels": [95, 99],
-            "quantile": quantile,
-            "iou_threshold": iou_threshold,
-            "auroc_threshold": auroc_threshold,
-            "stability_reps": stability_reps,
-            "noise": list(noise),
-            "max_samples": max_samples,
-            "max_side": max_side,
-            "bootstrap": bootstrap,
+            "quantile": c.quantile,
+            "iou_threshold": c.iou_threshold,
+            "auroc_threshold": c.auroc_threshold,
+            "stability_reps": c.stability_reps,
+            "noise": list(c.noise),
+            "max_samples": c.max_samples,
+            "max_side": c.max_side,
+            "bootstrap": c.bootstrap,
             "confidence": 0.95,
-            "seed": seed,
+            "seed": c.seed,
             "cosine_model": "all-MiniLM-L6-v2",
         },
         "similarity": {"name": sim_name, "params": params},
@@ -380,7 +357,7 @@ def evaluate(
         units=units, layers=layers, info=info, head=head_table,
         planted=planted.table if planted is not None else None,
     )  # fmt: skip
-    if write:
+    if c.write:
         result.out = tables.write(
             source.run.path, result.units, result.layers, result.info,
             head=result.head, planted=result.planted, truth=truth,

@@ -11,6 +11,7 @@ The classifier it writes loads as a target (``classifier:PATH`` or, for Mammo-CL
 """
 
 from mammodissect.finetune.api import finetune
+from mammodissect.finetune.config import FinetuneConfig
 from mammodissect.finetune.export import target_spec
 from mammodissect.finetune.split import SPLITS, Split, split_images
 from mammodissect.probe.tasks import BUILTIN_TASKS, TaskLabels, task_labels
@@ -18,6 +19,7 @@ from mammodissect.probe.tasks import BUILTIN_TASKS, TaskLabels, task_labels
 __all__ = [
     "BUILTIN_TASKS",
     "SPLITS",
+    "FinetuneConfig",
     "Split",
     "TaskLabels",
     "finetune",

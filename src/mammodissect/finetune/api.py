@@ -22,9 +22,10 @@ from torch import nn
 from mammodissect.cache import PreparedImageCache, fingerprint
 from mammodissect.config import default_cache_dir
 from mammodissect.errors import MammodissectError
+from mammodissect.finetune.config import FinetuneConfig
 from mammodissect.finetune.export import MAMMOCLIP_BASES, Exporter, public_recipe
 from mammodissect.finetune.outputs import RunFiles, jsonable
-from mammodissect.finetune.split import SPLITS, Split, split_images
+from mammodissect.finetune.split import Split, split_images
 from mammodissect.finetune.train import Data, Loop, fit, freeze_layers, selection_metric
 from mammodissect.models import Target, describe_preprocess, load_target, parse_spec
 from mammodissect.models.base import Preprocess
@@ -39,6 +40,7 @@ from mammodissect.models.configured import resolve_device
 from mammodissect.models.preprocess import parse_image_size
 from mammodissect.models.recipes import configure
 from mammodissect.models.weights import check_state
+from mammodissect.options import build
 from mammodissect.probe import Probe, load_probe
 from mammodissect.probe.tasks import TaskLabels, task_labels
 from mammodissect.record import probe_digest
@@ -46,20 +48,6 @@ from mammodissect.record import probe_digest
 __all__ = ["finetune"]
 
 log = logging.getLogger(__name__)
-
-
-def _check_numbers(**values: Any) -> None:
-    rules = {
-        "epochs": lambda v: isinstance(v, int) and v >= 1,
-        "batch_size": lambda v: isinstance(v, int) and v >= 1,
-        "lr": lambda v: v > 0,
-        "weight_decay": lambda v: v >= 0,
-        "warmup_epochs": lambda v: isinstance(v, int) and v >= 0,
-        "num_workers": lambda v: isinstance(v, int) and v >= 0,
-    }
-    for name, value in values.items():
-        if not rules[name](value):
-            raise MammodissectError(f"{name}={value!r} is not valid (see finetune's documentation)")
 
 
 @dataclass
@@ -163,26 +151,8 @@ def finetune(
     probe: str | os.PathLike[str] | Probe,
     task: str,
     out: str | os.PathLike[str],
-    *,
-    epochs: int = 5,
-    batch_size: int = 16,
-    lr: float = 5e-5,
-    weight_decay: float = 1e-4,
-    warmup_epochs: int = 1,
-    val_fraction: float = 0.2,
-    split: str = "random",
-    seed: int = 0,
-    image_size: Any = None,
-    preprocess: str | None = None,
-    device: str | torch.device = "auto",
-    num_workers: int = 0,
-    augment: bool = True,
-    freeze: str | list[str] | None = None,
-    voi: str = "auto",
-    cache_dir: str | os.PathLike[str] | None = None,
-    cache_images: bool = True,
-    progress: bool = True,
-    overwrite: bool = False,
+    config: FinetuneConfig | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
     """Fine-tune ``model`` on ``probe``'s labels for ``task`` and write the run to ``out``.
 
@@ -209,26 +179,21 @@ def finetune(
         Run directory: ``metrics.json``, ``last.pt`` and ``classifier.pth`` (Mammo-CLIP bases,
         for ``mammoclip-classifier:PATH``) or ``classifier.safetensors`` + ``classifier.json``
         (other bases, for ``classifier:PATH``).
-    epochs, batch_size, lr, weight_decay, warmup_epochs:
-        The recipe (epochs may grow on a rerun to train on).
-    val_fraction, split, seed:
-        Validation share and split (``random`` by patient, or ``column``: the probe's
-        ``split`` column), and the seed of split, batches, augmentation and the new head.
-    image_size, preprocess:
-        Override the target's input size and preprocessing recipe (as for dissection).
-    device, num_workers:
-        Where to train (``auto``: CUDA when available) and image decoding processes.
-    augment:
-        Random flips and small affine changes of the training batches.
-    freeze:
-        Layer names or globs (comma-separated) whose parameters stay fixed and whose
-        modules stay in eval mode, e.g. ``image_encoder._blocks.[0-9]``.
-    voi, cache_dir, cache_images:
-        DICOM VOI transform and the prepared-image cache, as in ``mammodissect run``.
-    progress:
-        Show progress bars.
-    overwrite:
-        Replace an earlier run in ``out`` made with other settings.
+    config:
+        The settings (:class:`FinetuneConfig`; default: its defaults).
+    **options:
+        Settings replacing ``config``'s, by the names of :class:`FinetuneConfig`'s fields:
+        the recipe ``epochs`` (may grow on a rerun to train on), ``batch_size``, ``lr``,
+        ``weight_decay``, ``warmup_epochs``; the validation share ``val_fraction`` and
+        ``split`` (``random`` by patient, or ``column``: the probe's ``split`` column);
+        ``seed`` (split, batches, augmentation, the new head); ``image_size`` and
+        ``preprocess`` overriding the target's (as for dissection); ``device`` (``auto``:
+        CUDA when available) and ``num_workers`` (decoding processes); ``augment`` (random
+        flips and small affine changes); ``freeze`` (layer names or globs, comma-separated,
+        whose parameters stay fixed and whose modules stay in eval mode, e.g.
+        ``image_encoder._blocks.[0-9]``); ``voi``, ``cache_dir``, ``cache_images`` as in
+        ``mammodissect run``; ``progress`` (bars); ``overwrite`` (replace an earlier run in
+        ``out`` made with other settings).
 
     Returns
     -------
@@ -242,64 +207,59 @@ def finetune(
         For a bad setting, a task the probe cannot give, or ``out`` holding another run.
     """
     started = time.perf_counter()
-    _check_numbers(
-        epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-        warmup_epochs=warmup_epochs, num_workers=num_workers,
-    )  # fmt: skip
-    if split not in SPLITS:
-        raise MammodissectError(f"split {split!r} is unknown; use one of {', '.join(SPLITS)}")
+    c = build(FinetuneConfig, config, options, "finetune()")
     if not isinstance(model, str):
         raise MammodissectError(
             "finetune takes the model as a spec string (e.g. efficientnet:efficientnet-lite0), "
             "so that the fine-tuned classifier can be rebuilt from it"
         )
-    size = parse_image_size(image_size)
+    size = parse_image_size(c.image_size)
     probe = probe if isinstance(probe, Probe) else load_probe(probe)
     labels = task_labels(probe, task)
-    patterns = freeze.split(",") if isinstance(freeze, str) else list(freeze or [])
+    patterns = c.freeze.split(",") if isinstance(c.freeze, str) else list(c.freeze or [])
     settings = jsonable({
         "model": public_base(model),
         "model_identity": parse_spec(model).identity(),
         "probe": {"source": probe.source, "images": len(probe), "digest": probe_digest(probe)},
-        "task": labels.task, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
-        "warmup_epochs": warmup_epochs, "val_fraction": val_fraction, "split": split,
-        "seed": seed, "image_size": list(size) if size else None,
-        "preprocess": public_recipe(preprocess), "augment": bool(augment),
-        "freeze": [p.strip() for p in patterns if p.strip()], "voi": voi,
+        "task": labels.task, "batch_size": c.batch_size, "lr": c.lr, "weight_decay": c.weight_decay,
+        "warmup_epochs": c.warmup_epochs, "val_fraction": c.val_fraction, "split": c.split,
+        "seed": c.seed, "image_size": list(size) if size else None,
+        "preprocess": public_recipe(c.preprocess), "augment": bool(c.augment),
+        "freeze": [p.strip() for p in patterns if p.strip()], "voi": c.voi,
     })  # fmt: skip
     files = RunFiles(out)
     files.make()
-    files.check(settings, overwrite)
+    files.check(settings, c.overwrite)
     earlier, state = files.read_metrics(), files.read_last()
-    if state is not None and int(state["epoch"]) >= epochs and earlier is not None:
-        if int(state["epoch"]) > epochs:
+    if state is not None and int(state["epoch"]) >= c.epochs and earlier is not None:
+        if int(state["epoch"]) > c.epochs:
             log.warning(
                 "the run in %s already trained %d epochs (more than %d); returning its metrics",
-                files.out.name, state["epoch"], epochs,
+                files.out.name, state["epoch"], c.epochs,
             )  # fmt: skip
         log.info("the run in %s is finished; returning its metrics", files.out.name)
         return earlier
     parts = split_images(
-        labels.targets, probe.labels, val_fraction=val_fraction, seed=seed, mode=split
+        labels.targets, probe.labels, val_fraction=c.val_fraction, seed=c.seed, mode=c.split
     )
-    resolved = resolve_device(device)
+    resolved = resolve_device(c.device)
     scheme = parse_spec(model).scheme
     built = _build(
-        model, labels.outputs, seed=seed, recipe=preprocess, size=size,
+        model, labels.outputs, seed=c.seed, recipe=c.preprocess, size=size,
         freeze=settings["freeze"], mammoclip=scheme in MAMMOCLIP_BASES,
     )  # fmt: skip
     exporter = Exporter(
         files=files, base=settings["model"], scheme=scheme, labels=labels,
         encoder=built.encoder, trained=built.target.preprocess,
-        default=built.default_preprocess, recipe=preprocess, size=size,
+        default=built.default_preprocess, recipe=c.preprocess, size=size,
         variant=getattr(built.target.module, "variant", None) or "efficientnet",
     )  # fmt: skip
-    cache_root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    cache_root = Path(c.cache_dir).expanduser() if c.cache_dir else default_cache_dir()
     loop = Loop(
-        epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-        warmup_epochs=warmup_epochs, seed=seed, augment=augment, device=resolved,
-        num_workers=num_workers, voi=voi, progress=progress,
-        image_cache=PreparedImageCache(cache_root) if cache_images else None,
+        epochs=c.epochs, batch_size=c.batch_size, lr=c.lr, weight_decay=c.weight_decay,
+        warmup_epochs=c.warmup_epochs, seed=c.seed, augment=c.augment, device=resolved,
+        num_workers=c.num_workers, voi=c.voi, progress=c.progress,
+        image_cache=PreparedImageCache(cache_root) if c.cache_images else None,
     )  # fmt: skip
     summary: dict[str, Any] = {
         "task": labels.task,
@@ -317,19 +277,19 @@ def finetune(
         "layer": HEAD,
         "run_flags": exporter.run_flags(),
         "device": str(resolved),
-        "seed": seed,
+        "seed": c.seed,
         "settings": settings,
         "fingerprint": fingerprint(settings),
     }
 
     def save_last(payload: dict[str, Any]) -> None:
         files.write_last({**payload, "settings": settings})
-        files.write_metrics(_metrics(summary, payload, epochs, started, finished=False))
+        files.write_metrics(_metrics(summary, payload, c.epochs, started, finished=False))
 
     result = fit(
         built.classifier, _data(probe, labels, parts, built.target.preprocess), loop,
         frozen=built.frozen, state=state, save_best=exporter, save_last=save_last,
     )  # fmt: skip
-    metrics = _metrics(summary, result, epochs, started, finished=True)
+    metrics = _metrics(summary, result, c.epochs, started, finished=True)
     files.write_metrics(metrics)
     return jsonable(metrics)

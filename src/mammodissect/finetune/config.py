@@ -1,0 +1,78 @@
+"""``FinetuneConfig``: the settings of a fine-tuning, each default written once.
+
+``finetune(model, probe, task, out, config, **options)``, the ``finetune`` mapping of a
+study file and the flags of ``mammodissect finetune`` (derived with
+:func:`mammodissect.options.add_flags`) all take these names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from mammodissect.errors import MammodissectError
+from mammodissect.finetune.split import SPLITS
+from mammodissect.options import setting
+
+__all__ = ["FinetuneConfig"]
+
+_RULES = {
+    "epochs": ("a whole number >= 1", lambda v: isinstance(v, int) and v >= 1),
+    "batch_size": ("a whole number >= 1", lambda v: isinstance(v, int) and v >= 1),
+    "lr": ("a number > 0", lambda v: isinstance(v, int | float) and v > 0),
+    "weight_decay": ("a number >= 0", lambda v: isinstance(v, int | float) and v >= 0),
+    "warmup_epochs": ("a whole number >= 0", lambda v: isinstance(v, int) and v >= 0),
+    "val_fraction": ("a number in (0, 1)", lambda v: isinstance(v, int | float) and 0 < v < 1),
+    "num_workers": ("a whole number >= 0", lambda v: isinstance(v, int) and v >= 0),
+}
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """How :func:`mammodissect.finetune.finetune` trains (the recipe, the split, where it
+    runs and what it keeps); see ``mammodissect finetune --help`` for each field."""
+
+    epochs: int = setting(5, "epochs (a rerun with more trains on)")
+    batch_size: int = setting(16, "images per batch")
+    lr: float = setting(5e-5, "peak learning rate")
+    weight_decay: float = setting(1e-4, "AdamW weight decay")
+    warmup_epochs: int = setting(1, "linear warm-up epochs")
+    val_fraction: float = setting(0.2, "share of patients validated on")
+    split: str = setting(
+        "random", "random by patient, or the probe's own split column", choices=SPLITS
+    )
+    seed: int = setting(0, "seed of split, batches, augmentation and the new head")
+    image_size: str | int | None = setting(
+        None, "input size HEIGHTxWIDTH (default: the model's own)", metavar="HxW"
+    )
+    preprocess: str | None = setting(None, "preprocessing recipe (default: the model's own)")
+    device: str = setting("auto", "auto (CUDA when available), cpu or cuda[:N]")
+    num_workers: int = setting(0, "image decoding processes")
+    augment: bool = setting(True, "no random flips or small affine changes")
+    freeze: str | tuple[str, ...] | None = setting(
+        None,
+        "layers (names or globs, comma-separated) whose weights stay fixed and whose modules "
+        "stay in eval mode, e.g. 'image_encoder._blocks.[0-9]'",
+    )
+    voi: str = setting("auto", "DICOM VOI transform, as for `run`")
+    cache_dir: str | None = setting(None, "prepared-image cache (default as for `run`)")
+    cache_images: bool = setting(
+        True, "do not keep prepared images in the cache", flag="--no-image-cache"
+    )
+    progress: bool = setting(True, "no progress bars", flag="--quiet")
+    overwrite: bool = setting(False, "replace a run made with other settings in the run folder")
+
+    def __post_init__(self) -> None:
+        for name, (rule, ok) in _RULES.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not ok(value):
+                raise MammodissectError(f"finetune {name} must be {rule}, got {value!r}")
+        if self.split not in SPLITS:
+            raise MammodissectError(
+                f"split {self.split!r} is unknown; use one of {', '.join(SPLITS)}"
+            )
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        """The settings' names, in declaration order."""
+        return [f.name for f in dataclasses.fields(cls)]

@@ -1,0 +1,164 @@
+"""Settings objects that own their defaults, and the command-line flags derived from them.
+
+A verb's settings are a frozen dataclass whose fields are declared with :func:`setting`
+(default, help, and how the command line spells it); :func:`add_flags` turns the fields into
+``argparse`` flags and :func:`flag_values` reads them back, so a default is written once.
+The same names serve the Python API (``finetune(..., epochs=3)``), study files and the flags
+(``--epochs 3``).
+
+>>> import argparse
+>>> from dataclasses import dataclass
+>>> @dataclass(frozen=True)
+... class Demo:
+...     steps: int = setting(5, "steps to take")
+...     fast: bool = setting(True, "skip the slow part", flag="--slow")
+>>> parser = argparse.ArgumentParser()
+>>> add_flags(parser, Demo)
+>>> flag_values(parser.parse_args(["--steps", "7", "--slow"]), Demo)
+{'steps': 7, 'fast': False}
+>>> build(Demo, None, {"stpes": 3}, "demo()")
+Traceback (most recent call last):
+...
+mammodissect.errors.MammodissectError: unknown setting 'stpes' in demo(); did you mean 'steps'?
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from mammodissect.errors import MammodissectError
+
+__all__ = ["add_flags", "build", "flag_values", "numbers", "setting", "texts", "unknown_key"]
+
+T = TypeVar("T")
+
+
+def setting(
+    default: Any,
+    help: str,
+    *,
+    flag: str | None = None,
+    parse: Callable[[str, str], Any] | None = None,
+    choices: Sequence[str] | None = None,
+    metavar: str | None = None,
+) -> Any:
+    """A dataclass field with what its command-line flag needs.
+
+    Parameters
+    ----------
+    default:
+        The one default of the setting (a tuple for a sequence: fields stay immutable).
+    help:
+        What it does, for ``--help`` (the default is appended).
+    flag:
+        The flag's spelling when it is not ``--NAME`` (``--no-NAME`` for a true boolean).
+    parse:
+        ``parse(text, flag)`` turning the flag's text into the value (default: the type of
+        ``default``, text when the default is None).
+    choices:
+        The values the flag accepts.
+    metavar:
+        The value's name in ``--help``.
+    """
+    meta = {"help": help, "flag": flag, "parse": parse, "choices": choices, "metavar": metavar}
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def unknown_key(key: str, known: Iterable[str], where: str, what: str = "key") -> MammodissectError:
+    """The error for a key that is not one of ``known``, naming the closest one."""
+    close = difflib.get_close_matches(key, list(known), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return MammodissectError(f"unknown {what} {key!r} in {where}{hint}")
+
+
+def build(cls: type[T], base: T | None, options: Mapping[str, Any], where: str) -> T:
+    """``base`` (default: ``cls()``) with ``options`` replacing its fields; an unknown name
+    is an error naming the closest field."""
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    for key in options:
+        if key not in names:
+            raise unknown_key(key, names, where, "setting")
+    if base is not None and not isinstance(base, cls):
+        raise MammodissectError(
+            f"{where} takes a config of type {cls.__name__}, got {type(base).__name__}"
+        )
+    start = base if base is not None else cls()
+    return dataclasses.replace(start, **options) if options else start  # type: ignore[type-var]
+
+
+def _flag(field: dataclasses.Field) -> str:
+    if field.metadata.get("flag"):
+        return str(field.metadata["flag"])
+    name = field.name.replace("_", "-")
+    return f"--no-{name}" if field.default is True else f"--{name}"
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, tuple | list):
+        return ",".join(str(v) for v in value) or "none"
+    return str(value)
+
+
+def add_flags(parser: argparse.ArgumentParser, cls: type, skip: Iterable[str] = ()) -> None:
+    """One flag per field of the settings dataclass ``cls`` (but those in ``skip``)."""
+    for field in dataclasses.fields(cls):
+        if field.name in skip or "help" not in field.metadata:
+            continue
+        meta, flag, default = field.metadata, _flag(field), field.default
+        what = str(meta["help"]).replace("%", "%%")  # argparse formats help with %
+        if isinstance(default, bool):  # a switch: the flag turns the default over
+            parser.add_argument(
+                flag, dest=field.name, action="store_false" if default else "store_true",
+                default=default, help=what,
+            )  # fmt: skip
+            continue
+        parse = meta["parse"]
+        kind: Callable[[str], Any]
+        if parse is not None:
+            kind = lambda text, p=parse, f=flag: p(text, f)  # noqa: E731
+        else:
+            kind = str if default is None else type(default)
+        shown = "" if default is None else f" ({_shown(default)})"
+        parser.add_argument(
+            flag, dest=field.name, type=kind, default=default, choices=meta["choices"],
+            metavar=meta["metavar"], help=what + shown,
+        )  # fmt: skip
+
+
+def flag_values(args: argparse.Namespace, cls: type) -> dict[str, Any]:
+    """The values of ``cls``'s fields that the parsed ``args`` hold."""
+    names = vars(args)
+    return {f.name: names[f.name] for f in dataclasses.fields(cls) if f.name in names}
+
+
+def numbers(text: str, flag: str, cast: type = float) -> tuple[Any, ...]:
+    """The comma-separated numbers of a flag (``int`` or ``float``); ``none`` or nothing: ().
+
+    >>> numbers("0.01,0.02", "--noise")
+    (0.01, 0.02)
+    >>> numbers("20,x", "--top-k", int)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    mammodissect.errors.MammodissectError: --top-k must be comma-separated integers ...
+    """
+    if text.strip().lower() in ("", "none"):
+        return ()
+    try:
+        return tuple(cast(v) for v in text.split(",") if v.strip())
+    except ValueError as err:
+        kind = "integers (e.g. 20,100)" if cast is int else "numbers (e.g. 0.01,0.02)"
+        raise MammodissectError(f"{flag} must be comma-separated {kind}, got {text!r}") from err
+
+
+def texts(text: str, flag: str) -> tuple[str, ...]:
+    """The comma-separated words of a flag, stripped (``flag`` is unused: the parse signature).
+
+    >>> texts("A, B,C", "--head-classes")
+    ('A', 'B', 'C')
+    """
+    del flag
+    return tuple(v.strip() for v in text.split(",") if v.strip())
