@@ -194,3 +194,22 @@ def test_trace_keeps_first_calls_stops_after_the_last_layer_and_removes_its_hook
         pytest.raises(MammodissectError, match="layer '0' returns no tensor"),
     ):
         trace(x)
+
+
+def test_target_layers_measures_shapes_at_the_asked_size_and_filters() -> None:
+    from mammodissect.target_layers import target_layers
+
+    spec = "python:helpers_models:tiny_cnn?size=96x58"
+    native = target_layers(spec)
+    assert native.input_shape == (1, 3, 96, 58)
+    resized = target_layers(spec, "features.3,features.6", image_size="40x32")
+    assert resized.input_shape == (1, 3, 40, 32)
+    assert [(i.name, i.output_shape) for i in resized.layers] == [
+        ("features.3", (1, 16, 10, 8)),
+        ("features.6", (1, 32, 5, 4)),
+    ]
+    lines = resized.table().splitlines()
+    assert lines[0].startswith("layer") and lines[0].endswith("(input (1, 3, 40, 32))")
+    assert lines[2].split() == ["features.6", "Conv2d", "1x32x5x4"]
+    with pytest.raises(MammodissectError, match="featurs"):
+        target_layers(spec, "featurs.*")

@@ -403,30 +403,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_layers(args: argparse.Namespace) -> int:
-    import torch
+    from mammodissect.target_layers import target_layers
 
-    from mammodissect.layers import list_layers, resolve_layers
-    from mammodissect.models import load_target, parse_image_size
-    from mammodissect.models.configured import resolve_device
-
-    target = load_target(args.target)
-    size = parse_image_size(args.image_size)
-    if size is not None:
-        target.preprocess = target.preprocess.with_size(size)
-    device = resolve_device(args.device)
-    probe_image = torch.zeros(64, 64).numpy()
-    probe_image[16:48, 16:48] = 1.0
-    example = target.preprocess(probe_image)[None].to(device)
-    infos = list_layers(target.module.to(device), example)
-    if args.layers:
-        keep = set(resolve_layers(target.module, args.layers))
-        infos = [info for info in infos if info.name in keep]
-    width = max((len(i.name) for i in infos), default=4)
-    kind = max((len(i.type) for i in infos), default=4)
-    print(f"{'layer':<{width}}  {'type':<{kind}}  output shape (input {tuple(example.shape)})")
-    for info in infos:
-        shape = "x".join(map(str, info.output_shape)) if info.output_shape else "(not run)"
-        print(f"{info.name:<{width}}  {info.type:<{kind}}  {shape}")
+    listing = target_layers(
+        args.target, args.layers, image_size=args.image_size, device=args.device
+    )
+    print(listing.table())
     return 0
 
 
