@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 
 from mammodissect.layers import LayerInfo, list_layers, resolve_layers
-from mammodissect.models import Target, load_target, parse_image_size
+from mammodissect.models import Target, load_target
 from mammodissect.models.configured import resolve_device
+from mammodissect.models.recipes import configure
 
 __all__ = ["TargetLayers", "target_layers"]
 
@@ -53,9 +54,7 @@ def target_layers(
     ``layers`` (names or globs) keeps only the matching modules, with the error of a
     dissection for a name that matches nothing."""
     loaded = load_target(target) if isinstance(target, str) else target
-    size = parse_image_size(image_size)
-    if size is not None:
-        loaded.preprocess = loaded.preprocess.with_size(size)
+    loaded.preprocess = configure(loaded.preprocess, None, image_size)
     resolved = resolve_device(device)
     image = np.zeros((64, 64), dtype=np.float32)
     image[16:48, 16:48] = 1.0  # some structure, so that no normalisation divides by zero

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -12,10 +12,51 @@ from torch import nn
 
 from mammodissect.errors import MammodissectError
 
-__all__ = ["Dissector", "Preprocess", "Target", "TorchDissector", "describe_preprocess"]
+__all__ = [
+    "CacheablePreprocess",
+    "Dissector",
+    "Preprocess",
+    "ResizablePreprocess",
+    "StagedPreprocess",
+    "Target",
+    "TorchDissector",
+    "describe_preprocess",
+]
 
-#: A callable from an (H, W) float image array to a (3, H', W') tensor.
-Preprocess = Callable[[np.ndarray], torch.Tensor]
+
+class Preprocess(Protocol):
+    """A model's preprocessing: a callable from an (H, W) float image array to its
+    (channels, H', W') input tensor. A plain function qualifies; the built-in recipes
+    (:mod:`mammodissect.models.preprocess`) also have the stages of the protocols below."""
+
+    def __call__(self, image: np.ndarray, /) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class StagedPreprocess(Preprocess, Protocol):
+    """A preprocessing in two stages: ``prepare`` (the costly part, e.g. crop and resize:
+    an array and its geometry, or None when unknown) and ``finish`` (normalisation to the
+    tensor). The image loader runs them apart, so that prepared arrays can be cached and
+    noise added between them; a plain callable runs whole."""
+
+    def prepare(self, image: np.ndarray, /) -> tuple[np.ndarray, Any]: ...
+
+    def finish(self, prepared: np.ndarray, /) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class CacheablePreprocess(StagedPreprocess, Protocol):
+    """A staged preprocessing that says what ``prepare`` depends on, the key of the
+    prepared-image cache."""
+
+    def prepare_key(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class ResizablePreprocess(Preprocess, Protocol):
+    """A preprocessing that can be made at another input size (``--image-size``)."""
+
+    def with_size(self, size: tuple[int, int], /) -> Preprocess: ...
 
 
 @dataclass

@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from mammodissect.errors import MammodissectError
-from mammodissect.models.base import Preprocess
+from mammodissect.models.base import Preprocess, ResizablePreprocess, StagedPreprocess
 from mammodissect.models.preprocess import (
     ImagePreprocess,
     MammoClipPreprocess,
@@ -59,7 +59,7 @@ def make_recipe(text: str, default: Preprocess) -> Preprocess:
         spec = parse_spec(text)
         fn, _ = load_callable(spec)
         made = call_user(spec, fn, "preprocess factory", **spec.extra_options(frozenset()))
-        if hasattr(made, "prepare") and hasattr(made, "finish"):
+        if isinstance(made, StagedPreprocess):
             return made
         if not callable(made):
             raise MammodissectError(f"preprocess {spec.public()!r} returned no callable transform")
@@ -100,7 +100,7 @@ def configure(default: Preprocess, recipe: str | None, size: Any, flag: str = ""
     preprocess = make_recipe(recipe, default) if recipe else default
     size = parse_image_size(size)
     if size is not None:
-        if not hasattr(preprocess, "with_size"):
+        if not isinstance(preprocess, ResizablePreprocess):
             raise MammodissectError(
                 f"--{flag}image-size works with the built-in recipes only; "
                 "resize inside your own preprocess transform instead"

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from mammodissect.cache import PreparedImageCache
 from mammodissect.errors import MammodissectError
-from mammodissect.models.base import Preprocess
+from mammodissect.models.base import CacheablePreprocess, Preprocess, StagedPreprocess
 from mammodissect.probe.dataset import Probe
 from mammodissect.probe.images import read_image_with_info
 
@@ -28,13 +28,11 @@ _FACTS = ("format", "view", "laterality", "voi", "photometric", "inverted", "bit
 
 def _prepare(recipe: Preprocess, image: np.ndarray) -> tuple[np.ndarray, Any]:
     """A recipe's cacheable stage; a plain callable has none (it runs whole in _finish)."""
-    prepare = getattr(recipe, "prepare", None)
-    return prepare(image) if prepare is not None else (image, None)
+    return recipe.prepare(image) if isinstance(recipe, StagedPreprocess) else (image, None)
 
 
 def _finish(recipe: Preprocess, array: np.ndarray) -> torch.Tensor:
-    finish = getattr(recipe, "finish", None)
-    return finish(array) if finish is not None else recipe(array)
+    return recipe.finish(array) if isinstance(recipe, StagedPreprocess) else recipe(array)
 
 
 def _with_noise(arrays: list[np.ndarray], sigma: float, seed: list[int]) -> list[np.ndarray]:
@@ -76,7 +74,9 @@ class _ProbeImages(Dataset):
         self.noise = noise
         self.noise_seed = noise_seed
         self.keys = [
-            {**recipe.prepare_key(), "voi": voi} if hasattr(recipe, "prepare_key") else None
+            {**recipe.prepare_key(), "voi": voi}
+            if isinstance(recipe, CacheablePreprocess)
+            else None
             for recipe in recipes
         ]
 
@@ -103,8 +103,9 @@ class _ProbeImages(Dataset):
             self.cache.get(path, key) if self.cache is not None and key is not None else None
             for key in self.keys
         ]
-        if all(hit is not None for hit in hits):
-            return [hit[0] for hit in hits], hits[0][1]
+        found = [hit for hit in hits if hit is not None]
+        if found and len(found) == len(hits):
+            return [hit[0] for hit in found], found[0][1]
         image, info = read_image_with_info(path, voi=self.voi)
         if float(image.max()) == float(image.min()):
             raise MammodissectError("image is constant (all pixels equal)")
