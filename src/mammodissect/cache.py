@@ -183,7 +183,7 @@ class RowStore:
         for arr in self._arrays.values():
             arr.flush()
         self.rows_done = rows_done
-        payload = {
+        payload: dict[str, Any] = {
             "rows_done": np.array(rows_done),
             "skipped": np.array(json.dumps(self.skipped)),
             **{f"x_{k}": v for k, v in self.extra.items()},

@@ -103,6 +103,15 @@ def _shown(value: Any) -> str:
     return str(value)
 
 
+def _parser(parse: Callable[[str, str], Any], flag: str) -> Callable[[str], Any]:
+    """``parse`` with its flag's name bound, as argparse's ``type``."""
+
+    def parsed(text: str) -> Any:
+        return parse(text, flag)
+
+    return parsed
+
+
 def add_flags(parser: argparse.ArgumentParser, cls: type, skip: Iterable[str] = ()) -> None:
     """One flag per field of the settings dataclass ``cls`` (but those in ``skip``)."""
     for field in dataclasses.fields(cls):
@@ -119,7 +128,7 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, skip: Iterable[str] = 
         parse = meta["parse"]
         kind: Callable[[str], Any]
         if parse is not None:
-            kind = lambda text, p=parse, f=flag: p(text, f)  # noqa: E731
+            kind = _parser(parse, flag)
         else:
             kind = str if default is None else type(default)
         shown = "" if default is None else f" ({_shown(default)})"

@@ -430,10 +430,11 @@ def _record_sharded(
     ``stores`` on rank 0 (committed only once whole) and drop the shard stores."""
     n = len(probe)
     lo, hi = distributed.shard_rows(n, settings.batch_size, ranks.rank, ranks.world_size)
-    shards = tuple(
-        RowStore(settings.cache_root, kind, {**parts[kind], "shard": [lo, hi]}, n)
+    shard_of = {
+        kind: RowStore(settings.cache_root, kind, {**parts[kind], "shard": [lo, hi]}, n)
         for kind in ("target", "dissector")
-    )
+    }
+    shards = (shard_of["target"], shard_of["dissector"])
     for shard in shards:
         if not shard.columns:
             shard.rows_done = max(shard.rows_done, lo)  # a shard's resume point starts at lo
@@ -567,7 +568,7 @@ def _run_pass(
                         stats["dissector_forward_batches"] += 1
                 if need_t:
                     _store_activations(target_store, tops, layers, trace.outputs, good, top_k)
-                if need_d:
+                if need_d and embedding is not None:  # need_d: one branch above embedded
                     emb = embedding.detach().float().cpu()
                     dissector_store.allocate({_EMBEDDING: emb.shape[1]})
                     fresh = good >= dissector_store.rows_done

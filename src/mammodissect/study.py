@@ -38,8 +38,9 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from tqdm.auto import tqdm
@@ -408,7 +409,7 @@ def check_layers(study: Study) -> dict[str, int]:
     from mammodissect.models import load_target
 
     counts: dict[str, int] = {}
-    loaded: dict[str, Any] = {}
+    loaded: dict[str | int, Any] = {}
     for variant in study.variants:
         spec = variant.config.target
         if variant.finetune is not None and not all(
@@ -493,7 +494,7 @@ def plan_study(
     fingerprints: dict[str, str] = {}
     for variant in study.variants:
         config = dataclasses.replace(variant.config, quiet=quiet)
-        run_dir = Path(config.out)
+        run_dir = Path(cast(str, config.out))  # a study gives every variant its folder
         mine = only is None or variant.name in only
         made = None
         if variant.finetune is not None:
@@ -506,16 +507,16 @@ def plan_study(
             if mine:
                 steps.append(Step(
                     key, made, checkpoint,
-                    lambda c=config, t=variant.finetune, f=checkpoint.parent, r=replace: finetune(
-                        out=f, cache_dir=c.cache_dir, device=c.device, overwrite=r,
-                        num_workers=c.num_workers, progress=not c.quiet, **t,
+                    partial(
+                        finetune, out=checkpoint.parent, cache_dir=config.cache_dir,
+                        device=config.device, overwrite=replace, num_workers=config.num_workers,
+                        progress=not config.quiet, **variant.finetune,
                     ),
                 ))  # fmt: skip
         fp = _run_fingerprint(config, made)
         fingerprints[variant.name] = fp
         if mine:
-            steps.append(Step(f"run:{variant.name}", fp, run_dir / RUN_JSON,
-                              lambda c=config: run(c)))  # fmt: skip
+            steps.append(Step(f"run:{variant.name}", fp, run_dir / RUN_JSON, partial(run, config)))
         if study.evaluate is not None:
             from mammodissect.evaluate import evaluate
 
@@ -525,18 +526,19 @@ def plan_study(
             if mine:
                 steps.append(Step(
                     f"evaluate:{variant.name}", fp, run_dir / EVALUATION_JSON,
-                    lambda c=config, s=settings: evaluate(
-                        c.out, probe=c.probe, target=c.target, dissector=c.dissector,
-                        cache_dir=c.cache_dir, device=c.device, quiet=c.quiet, **s,
+                    partial(
+                        evaluate, run_dir, probe=config.probe, target=config.target,
+                        dissector=config.dissector, cache_dir=config.cache_dir,
+                        device=config.device, quiet=config.quiet, **settings,
                     ),
                 ))  # fmt: skip
         if study.report is not None and mine:
             settings = {"card_images": 3, **study.report}
             steps.append(Step(
                 f"report:{variant.name}", _digest([fp, settings]), run_dir / REPORT_FILE,
-                lambda c=config, s=settings: report(
-                    c.out, probe=c.probe, target=c.target, dissector=c.dissector,
-                    device=c.device, **s,
+                partial(
+                    report, run_dir, probe=config.probe, target=config.target,
+                    dissector=config.dissector, device=config.device, **settings,
                 ),
             ))  # fmt: skip
     if study.compare is not None and len(study.variants) > 1:
@@ -548,7 +550,7 @@ def plan_study(
         steps.append(Step(
             "compare", fp, folder / "compare.json",
             lambda: compare(
-                [Path(v.config.out) for v in study.variants], folder, names=study.names,
+                [Path(cast(str, v.config.out)) for v in study.variants], folder, names=study.names,
                 baseline=baseline, finetuned=tuned, **settings,
             ),
         ))  # fmt: skip

@@ -12,7 +12,7 @@ from __future__ import annotations
 import collections
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -100,7 +100,7 @@ def write_dicom(
     """Write a small DICOM file holding ``raw`` (frames, rows, cols[, 3]) or no pixels;
     extra ``elements`` become tags (``ImageLaterality="L"``, ``PatientName=...``)."""
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
+    from pydicom.uid import UID, ExplicitVRLittleEndian, RLELossless, generate_uid
 
     syntax = syntax or ExplicitVRLittleEndian
     ds = Dataset()
@@ -135,7 +135,7 @@ def write_dicom(
     for key, value in elements.items():
         setattr(ds, key, value)
     if syntax not in (ExplicitVRLittleEndian, RLELossless):
-        ds.file_meta.TransferSyntaxUID = syntax
+        ds.file_meta.TransferSyntaxUID = UID(syntax)
     ds.save_as(path, enforce_file_format=True)
     return path
 
@@ -163,9 +163,16 @@ def _efficientnet(variant: str, seed: int) -> torch.nn.Module:
     net = EfficientNet.from_name(variant, include_top=False)
     for module in net.modules():  # non-trivial BatchNorm statistics, as a trained net has
         if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.1, 0.1)
-            module.running_var.uniform_(0.5, 1.5)
+            mean, var = module.running_mean, module.running_var
+            if mean is not None and var is not None:
+                mean.uniform_(-0.1, 0.1)
+                var.uniform_(0.5, 1.5)
     return net.eval()
+
+
+def _head_width(net: torch.nn.Module) -> int:
+    """Output channels of an efficientnet_pytorch network's ``_conv_head``."""
+    return cast(torch.nn.Conv2d, net._conv_head).out_channels
 
 
 def _bert(size: BertSize, seed: int) -> torch.nn.Module:
@@ -287,7 +294,7 @@ def write_mammoclip_checkpoint(
     """
     image = _efficientnet(variant, seed)
     text = _bert(bert, seed + 1)
-    head = image._conv_head.out_channels
+    head = _head_width(image)
     torch.manual_seed(seed + 2)
     image_projection = torch.nn.Linear(head, projection)
     text_projection = torch.nn.Linear(bert.hidden, projection)
@@ -330,7 +337,7 @@ def write_classifier_checkpoint(
     predictions and metrics); return its modules."""
     image = _efficientnet(variant, seed)
     torch.manual_seed(seed + 3)
-    head = torch.nn.Linear(image._conv_head.out_channels, classes)
+    head = torch.nn.Linear(_head_width(image), classes)
     state = collections.OrderedDict()
     state.update({f"image_encoder.{k}": v for k, v in image.state_dict().items()})
     state.update({f"classifier.classification_head.{k}": v for k, v in head.state_dict().items()})

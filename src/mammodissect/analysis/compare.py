@@ -405,7 +405,7 @@ def _names(names: Sequence[str] | str | None, runs: list[RunDir]) -> list[str]:
 
 
 def _check_same(runs: list[RunDir], names: list[str], key: str, what: str, flag: str) -> str:
-    values = {}
+    values: dict[str, list[str]] = {}
     for name, run in zip(names, runs, strict=True):
         value = run.fingerprint(key)
         if value is None:
@@ -591,7 +591,8 @@ def compare(
         # the null-based alternative: the larger of the runs' 99th null percentiles (when
         # every run was evaluated)
         p99 = [None if null is None else null.get(row[i]) for i, null in enumerate(nulls)]
-        null_threshold = np.nan if None in p99 else max(p99)
+        known = [p for p in p99 if p is not None]
+        null_threshold = max(known) if known and len(known) == len(p99) else np.nan
         for i, (name, run) in enumerate(zip(names, dirs, strict=True)):
             units = run.best[run.best["layer"] == row[i]]
             passing = units[units["score"] >= threshold].assign(

@@ -23,7 +23,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -83,7 +83,10 @@ class Detectability:
     def visible(self, concepts: ConceptSet, min_auroc: float) -> tuple[np.ndarray, dict[str, Any]]:
         """Which concepts of ``concepts`` stay under :data:`RULE`, and what run.json records."""
         aurocs = self.aurocs()
-        keep, low, unaudited, leaking = [], [], [], []
+        keep: list[str] = []
+        low: list[str] = []
+        unaudited: list[str] = []
+        leaking: list[str] = []
         for concept, control in zip(concepts.concepts, concepts.control, strict=True):
             if control is True:
                 kept = concept not in self.flagged
@@ -133,7 +136,8 @@ class Detectability:
                 f"concepts without a fit of their own (e.g. {missing[0]!r}); give the audit's "
                 "folder, whose audit.json holds it"
             )
-        pairs = [own.get(c, self.calibration) for c in concepts]
+        fallback = cast(tuple[float, float], self.calibration)  # None only when nothing misses
+        pairs = [own.get(c, fallback) for c in concepts]
         slope = torch.tensor([a for a, _ in pairs], dtype=cosines.dtype, device=cosines.device)
         shift = torch.tensor([b for _, b in pairs], dtype=cosines.dtype, device=cosines.device)
         return torch.sigmoid(cosines * slope + shift)

@@ -23,7 +23,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
@@ -92,7 +92,7 @@ def run_colours(names: Sequence[str]) -> dict[str, str]:
 def _style() -> Iterator[None]:
     import matplotlib
 
-    with matplotlib.rc_context(_STYLE):
+    with matplotlib.rc_context(cast(Any, _STYLE)):  # matplotlib types the keys one by one
         yield
 
 
@@ -365,7 +365,7 @@ def plot_detectability(table: pd.DataFrame, stem: Path) -> list[Path]:
             if i % 2:
                 ax.axhspan(inside.min() - 0.5, inside.max() + 0.5, color="0.95", linewidth=0)
         good = (rows["auroc"] >= 0.9).to_numpy()
-        colours = np.where(good, RUN_PALETTE[0], RUN_PALETTE[1])
+        colours = list(np.where(good, RUN_PALETTE[0], RUN_PALETTE[1]))
         ax.hlines(y, rows["auroc_low"], rows["auroc_high"], colors=colours, linewidth=1.0)
         ax.scatter(rows["auroc"], y, c=colours, s=14, zorder=3)
         for x, style in ((0.5, ":"), (0.8, "--"), (0.9, "-")):

@@ -293,7 +293,7 @@ def _read_workbook(path: Path) -> tuple[list[Entry], int]:
     finally:
         book.close()
     if flags:
-        entries = [e._replace(control=flags.get(e.broad_category)) for e in entries]
+        entries = [e._replace(control=flags.get(e.broad_category or "")) for e in entries]
     return entries, blank
 
 
@@ -435,7 +435,7 @@ def _write_nested(concepts: ConceptSet, path: Path) -> None:
             if list(cats) == [None]:
                 data[broad] = cats[None]
                 continue
-            body: dict[str, Any] = {} if flags[broad] is None else {"control": flags[broad]}
+            body: dict[str | None, Any] = {} if flags[broad] is None else {"control": flags[broad]}
             body.update(cats)
             data[broad] = body
     if fmt == "json":

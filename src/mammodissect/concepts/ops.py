@@ -48,8 +48,9 @@ def _known(concepts: ConceptSet, which: int) -> list[str]:
     names: dict[str, None] = {}
     for i in range(len(concepts)):
         for label in concepts.labels(i):
-            if label[which] is not None:
-                names.setdefault(label[which], None)
+            name = label[which]
+            if name is not None:
+                names.setdefault(name, None)
     return list(names)
 
 

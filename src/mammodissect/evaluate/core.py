@@ -165,7 +165,7 @@ def evaluate(
     root = Path(c.cache_dir).expanduser() if c.cache_dir else default_cache_dir()
     source = open_run(run_dir, root)
     name = source.run.name
-    config = source.run.stored_config(
+    run_config = source.run.stored_config(
         target=c.target, dissector=c.dissector,
         probe=c.probe if isinstance(c.probe, Probe) else (str(c.probe) if c.probe else None),
         cache_dir=str(root), device=c.device, batch_size=c.batch_size, quiet=c.quiet,
@@ -177,7 +177,7 @@ def evaluate(
             f"{name}/{CONCEPTS_FILE} is not the concept set the run scored (fingerprint "
             f"{concepts.fingerprint()}, run.json {expected}); rerun `mammodissect run`"
         )
-    target_model, dissector_model = load_models(config)
+    target_model, dissector_model = load_models(run_config)
     run_device = resolve_device(c.device)
     timings["load"] = _lap(started)
 
@@ -186,7 +186,7 @@ def evaluate(
     bind_probe(dissector_model, loaded)
     with torch.inference_mode():
         texts, _ = concept_sets.encode_concepts(
-            dissector_model, concepts, config.prompts, config.lowercase, cache_root=root
+            dissector_model, concepts, run_config.prompts, run_config.lowercase, cache_root=root
         )
         cosines = score_matrix(dissector_model, source.embeddings(), texts.cpu())
         calibration = run_calibration(source.run.path, source.run.info)
@@ -198,9 +198,9 @@ def evaluate(
         if calibrate is not None:  # the run's S was the audit's probabilities
             cosines = calibrate(cosines)
     info_sim = source.run.info.get("similarity", {})
-    sim_name = info_sim.get("name", config.similarity)
+    sim_name = info_sim.get("name", run_config.similarity)
     similarity = get_similarity(sim_name)
-    params = dict(info_sim.get("params", config.similarity_params))
+    params = dict(info_sim.get("params", run_config.similarity_params))
     nulls: dict[str, NullBaseline] = {}
     labels: dict[str, np.ndarray] = {}
     survival: dict[str, dict[str, np.ndarray]] = {"bootstrap": {}}
@@ -219,7 +219,7 @@ def evaluate(
     timings["null_and_bootstrap"] = _lap(started, sum(timings.values()))
     # the run's recording settings, for the passes evaluate adds (noise, the head)
     recording = RecordSettings.of_run(
-        config, run_device, cache_root=Path(root), top_k=5, strict=False, progress=not c.quiet
+        run_config, run_device, cache_root=Path(root), top_k=5, strict=False, progress=not c.quiet
     )
 
     frame = concepts.to_frame().drop_duplicates("concept")
@@ -228,16 +228,17 @@ def evaluate(
     planted: Planted | None = None
     if loaded is not None and masks is None:
         notes.append("the probe has neither a mask_path column nor boxes: grounding skipped")
-    elif masks is not None:
+    elif masks is not None and loaded is not None:
         grounding = ground(
             target_model, loaded, source.rows.tolist(), source.layers, masks,
             quantile=c.quantile, max_samples=c.max_samples, max_side=c.max_side,
-            batch_size=config.batch_size, device=run_device, voi=config.voi, seed=c.seed,
-            image_cache=PreparedImageCache(root) if config.cache_images else None, quiet=c.quiet,
+            batch_size=run_config.batch_size, device=run_device, voi=run_config.voi,
+            image_cache=PreparedImageCache(root) if run_config.cache_images else None,
+            seed=c.seed, quiet=c.quiet,
         )  # fmt: skip
         planted = planted_units(
             loaded, source.rows.tolist(), masks, cosines, list(concepts.concepts), similarity,
-            params, categories=frame, pooling=config.pooling,
+            params, categories=frame, pooling=run_config.pooling,
             bootstrap=c.bootstrap, seed=c.seed, shapes=source.image_shapes(), quiet=c.quiet,
         )  # fmt: skip
         if planted.layer.concepts:  # the pipeline's ceiling beside the dissector's

@@ -89,7 +89,7 @@ class MaskSource:
         self.roi_masks = 0
         self._boxes: dict[str, pd.DataFrame] = {}
         self._digests: dict[str, Any] = {}
-        if kind == "boxes":
+        if kind == "boxes" and probe.boxes is not None:
             self._boxes = dict(tuple(probe.boxes.groupby("image_id", sort=False)))
 
     @property
@@ -135,7 +135,7 @@ class MaskSource:
     def _read(self, row: int, shape: tuple[int, int]) -> dict[str, np.ndarray]:
         item = self.probe.items[row]
         out: dict[str, np.ndarray] = {}
-        if self.kind == "masks":
+        if self.kind == "masks" and self.probe.labels is not None:
             rel = self.probe.labels.loc[item.image_id, "mask_path"]
             if not isinstance(rel, str) or not rel:
                 return out
@@ -167,8 +167,10 @@ class MaskSource:
                 continue
             region = self._roi(record.get("mask_path"), shape)
             if region is None:
-                corners = tuple(float(record[k]) for k in ("xmin", "ymin", "xmax", "ymax"))
-                region = box_mask(shape, [corners])
+                xmin, ymin, xmax, ymax = (
+                    float(record[k]) for k in ("xmin", "ymin", "xmax", "ymax")
+                )
+                region = box_mask(shape, [(xmin, ymin, xmax, ymax)])
             for concept in filter(None, names):
                 per_concept.setdefault(concept, []).append(region)
         for concept, regions in per_concept.items():

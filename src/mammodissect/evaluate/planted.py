@@ -388,7 +388,7 @@ def _table(
     scores: torch.Tensor,
     categories: pd.DataFrame | None,
 ) -> pd.DataFrame:
-    first = {}
+    first: dict[str, int] = {}
     for i, concept in enumerate(concepts):
         first.setdefault(concept, i)
     truth = np.array([first[c] for c in layer.concepts], dtype=np.int64)

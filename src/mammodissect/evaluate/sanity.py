@@ -160,7 +160,13 @@ def planted_sanity(
     plant`: one known detector per masked concept), the labels being the probe's own
     annotations (as the annotation dissector reads them) over the concepts they show."""
     present, kept, _ = annotation_truth(probe, rows, concepts)
-    layer = plant(probe, rows, mask_source(probe, list(concepts)), list(concepts), **plant_options)
+    masks = mask_source(probe, list(concepts))
+    if masks is None:
+        raise MammodissectError(
+            "the probe has neither a mask_path column nor boxes, so no unit can be planted; "
+            "give a probe with concept masks (e.g. `mammodissect phantom write`)"
+        )
+    layer = plant(probe, rows, masks, list(concepts), **plant_options)
     return sanity_checks(
         layer.activations, present.numpy(), [kept.index(c) for c in layer.concepts], similarities,
         params=params, seed=seed, pass_share=pass_share,

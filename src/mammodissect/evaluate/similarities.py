@@ -305,7 +305,7 @@ def compare_similarities(
             row["planted_units"] = planted["units"]
             for metric, key in _PLANTED.items():
                 row.update({f"{metric}{p}": planted[f"{key}{p}"] for p in ("", "_low", "_high")})
-        if head is not None:
+        if head is not None and stored.head_outputs is not None:
             checked = head_summary(head_check(
                 head_scores(function, cosines, context, stored.head_outputs, params),
                 list(concepts.concepts), head, table_frame,

@@ -90,7 +90,7 @@ class StoredTruth:
             },
             "head": self.head,
         }
-        arrays = {f"iou/{layer}": matrix for layer, matrix in self.iou.items()}
+        arrays: dict[str, Any] = {f"iou/{layer}": matrix for layer, matrix in self.iou.items()}
         if self.image is not None:
             arrays["present"] = self.image.present
         if self.planted is not None:

@@ -143,9 +143,8 @@ def _groups(frame: pd.DataFrame, broad: bool) -> dict[str, set[str]]:
         ["concept", "category", "broad_category"]
     ].itertuples(index=False):
         pairs = label_pairs(category, broad_category)
-        out.setdefault(str(concept), set()).update(
-            (b if broad else c) for b, c in pairs if (b if broad else c)
-        )
+        names = ((b if broad else c) for b, c in pairs)
+        out.setdefault(str(concept), set()).update(name for name in names if name)
     return out
 
 

@@ -63,7 +63,7 @@ class _Built:
 
 def _check_rebuild(base: str, model: EncoderClassifier) -> None:
     """Fail before training when ``classifier:PATH`` could not rebuild this architecture."""
-    head = model.classifier.classification_head
+    head = model.head
     rebuilt, _ = rebuild_classifier(base, head.out_features, head.in_features)
     problems = check_state(rebuilt, model.state_dict())
     if problems:

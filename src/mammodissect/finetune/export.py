@@ -13,14 +13,14 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from torch import nn
 
 from mammodissect.errors import MammodissectError
 from mammodissect.finetune.outputs import RunFiles, jsonable
 from mammodissect.models.base import Preprocess
-from mammodissect.models.classifier import save_classifier
+from mammodissect.models.classifier import EncoderClassifier, save_classifier
 from mammodissect.models.preprocess import MAMMOCLIP_SIZE, MammoClipPreprocess
 from mammodissect.models.recipes import configure
 from mammodissect.models.spec import parse_spec
@@ -172,4 +172,5 @@ class Exporter:
             "epoch": entry["epoch"],
             "metrics": values,
         }
-        save_classifier(model, self.files.safetensors, jsonable(sidecar))
+        # fit() trains what finetune() built: an EncoderClassifier
+        save_classifier(cast(EncoderClassifier, model), self.files.safetensors, jsonable(sidecar))

@@ -216,8 +216,8 @@ def _key(entry: dict[str, Any], metric: str) -> tuple[float, float, float]:
     finite = value is not None and math.isfinite(value)
     return (
         float(finite),
-        value if finite else 0.0,
-        -loss if loss is not None and math.isfinite(loss) else -math.inf,
+        float(value) if value is not None and finite else 0.0,
+        -float(loss) if loss is not None and math.isfinite(loss) else -math.inf,
     )
 
 

@@ -115,7 +115,7 @@ class AnnotationDissector:
 
 def annotation_truth(
     probe: Probe,
-    rows: Sequence[int],
+    rows: Sequence[int] | np.ndarray,
     concepts: Sequence[str],
     annotation_map: str | os.PathLike[str] | None = None,
 ) -> tuple[torch.Tensor, list[str], np.ndarray]:

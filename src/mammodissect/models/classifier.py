@@ -19,7 +19,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlencode
 
 import numpy as np
@@ -68,11 +68,11 @@ class EncoderClassifier(nn.Module):
     @property
     def head(self) -> nn.Linear:
         """The linear head."""
-        return self.classifier.classification_head
+        return cast(nn.Linear, self.classifier.classification_head)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(B, outputs) logits."""
-        return self.classifier.classification_head(self.image_encoder(images).flatten(1))
+        return self.head(self.image_encoder(images).flatten(1))
 
 
 def _drop_efficientnet_top(module: nn.Module) -> bool:
@@ -102,8 +102,9 @@ def image_encoder_of(module: nn.Module) -> tuple[nn.Module, str | None, str]:
     encoder = getattr(module, "image_encoder", None)
     if isinstance(encoder, nn.Module):
         return encoder, "image_encoder", "none"
-    if callable(getattr(module, "reset_classifier", None)):
-        module.reset_classifier(0)
+    reset = getattr(module, "reset_classifier", None)
+    if callable(reset):
+        reset(0)
         return module, None, "reset_classifier(0)"
     if _drop_efficientnet_top(module):
         return module, None, "efficientnet _fc"
@@ -266,7 +267,7 @@ def load_classifier(spec: ModelSpec) -> Target:
         hint="Was this file written by mammodissect finetune, with its own sidecar?",
     )
     preprocess = configure(base.preprocess, meta.get("preprocess"), meta.get("image_size"))
-    info = {
+    info: dict[str, Any] = {
         "architecture": f"classifier on {meta['base']}",
         "weights": f"file {path.name}",
         "base": meta["base"],

@@ -54,6 +54,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -178,7 +179,7 @@ def lukemelas_order(keys: Iterable[str], source: str = "the weights") -> list[st
             f"weights file {source!r} has keys that are not lukemelas EfficientNet names "
             f"({_short(unknown)}); expected _conv_stem, _bn0, _blocks.N.*, _conv_head, _bn1, _fc"
         )
-    return sorted(keys, key=_rank)
+    return sorted(keys, key=lambda k: cast(tuple[int, ...], _rank(k)))  # none is None here
 
 
 def _signature(state: dict[str, torch.Tensor]) -> tuple[bool, int, int, int, int] | None:
@@ -215,7 +216,7 @@ def _known_signatures() -> dict[tuple[bool, int, int, int, int], str]:
             ] = name
         else:
             with torch.device("meta"):
-                model = timm.create_model(f"tf_{name.replace('-', '_')}", num_classes=0)
+                model: Any = timm.create_model(f"tf_{name.replace('-', '_')}", num_classes=0)
             last = model.blocks[-1][-1]
             depth = sum(len(stage) for stage in model.blocks)
             known[
@@ -353,13 +354,13 @@ def _without_batch_counters(module: nn.Module, active: bool) -> Iterator[None]:
             if name.rpartition(".")[2] == _COUNTER:
                 owner = module.get_submodule(name.rpartition(".")[0])
                 setattr(owner, _COUNTER, None)
-                owner.track_running_stats = False
+                setattr(owner, "track_running_stats", False)  # noqa: B010 (a Module attribute)
                 owners.append(owner)
     try:
         yield
     finally:
         for owner in owners:
-            owner.track_running_stats = True
+            setattr(owner, "track_running_stats", True)  # noqa: B010
             setattr(owner, _COUNTER, torch.zeros((), dtype=torch.long))
 
 
@@ -435,13 +436,17 @@ def load_efficientnet(spec: ModelSpec) -> Target:
     include_top, num_classes = _head(spec, state, source)
     side = EFFICIENTNET_SIZES[name]
     size = parse_image_size(spec.options.get("size")) or (side, side)
-    info = {"include_top": include_top, "num_classes": num_classes, "image_size": list(size)}
+    info: dict[str, Any] = {
+        "include_top": include_top,
+        "num_classes": num_classes,
+        "image_size": list(size),
+    }
     if name.startswith("efficientnet-lite"):
         return _lite(spec, name, weights, state, include_top, num_classes, size, info)
 
     from efficientnet_pytorch import EfficientNet
 
-    head = {"num_classes": num_classes} if include_top else {"include_top": False}
+    head: dict[str, Any] = {"num_classes": num_classes} if include_top else {"include_top": False}
     module = build_module(spec, lambda: EfficientNet.from_name(name, **head))
     preprocess = ImagePreprocess(size, IMAGENET_MEAN, IMAGENET_STD)
     info = {"architecture": f"efficientnet_pytorch {name}", **info}

@@ -23,7 +23,7 @@ import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -358,6 +358,8 @@ class MammoClipDissector(TorchDissector):
     """A Mammo-CLIP checkpoint as the dissector (and, through :meth:`as_target`, its image
     encoder as the M target, sharing one forward pass)."""
 
+    model: MammoClipModel
+
     def __init__(
         self,
         model: MammoClipModel,
@@ -439,7 +441,8 @@ class MammoClipClassifier(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(B, classes) logits."""
-        return self.classifier.classification_head(self.image_encoder(images).flatten(1))
+        head = cast(nn.Linear, self.classifier.classification_head)
+        return head(self.image_encoder(images).flatten(1))
 
 
 @register("mammoclip-classifier", "target")

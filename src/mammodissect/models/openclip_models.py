@@ -30,7 +30,9 @@ log = logging.getLogger(__name__)
 class OpenClipDissector(TorchDissector):
     """An open_clip model as a dissector: L2-normalised image and text embeddings."""
 
-    def __init__(self, model: torch.nn.Module, tokenizer: Any, spec: ModelSpec, source: str):
+    model: Any  # an open_clip CLIP: a torch module with visual, encode_image, encode_text
+
+    def __init__(self, model: Any, tokenizer: Any, spec: ModelSpec, source: str):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.image_module = model.visual

@@ -20,7 +20,7 @@ import logging
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -114,7 +114,7 @@ class PhantomClipModel(nn.Module):
         import timm
 
         self.image_encoder = timm.create_model("tf_efficientnet_lite0", num_classes=0)
-        self.image_projection = nn.Linear(self.image_encoder.num_features, embed_dim)
+        self.image_projection = nn.Linear(cast(int, self.image_encoder.num_features), embed_dim)
         self.text_projection = nn.Linear(text_width, embed_dim)
         self.logit_scale = nn.Parameter(torch.tensor(2.3))  # exp -> ~10
         self.logit_bias = nn.Parameter(torch.tensor(-5.0))
@@ -141,6 +141,7 @@ class PhantomClipDissector(TorchDissector):
     """phantom-clip as a dissector (and, through :meth:`as_target`, the M target)."""
 
     text_limit = _TEXT_MAX_LENGTH
+    model: PhantomClipModel
 
     def __init__(self, model: PhantomClipModel, spec: str, identity: dict, info: dict):
         self.model = model.eval()
@@ -209,7 +210,7 @@ def _load(spec: ModelSpec) -> PhantomClipDissector:
     model, facts = build_phantom_clip(path)
     weights = path or BUNDLED_WEIGHTS
     identity = {"spec": spec.public(), "weights": file_identity(weights)}
-    info = {
+    info: dict[str, Any] = {
         "architecture": "phantom-clip (EfficientNet-Lite0 + all-MiniLM-L6-v2)",
         "weights": weights.name,
         **{k: facts[k] for k in ("seed", "images", "epochs") if k in facts},

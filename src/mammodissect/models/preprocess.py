@@ -162,8 +162,8 @@ def _longest_run(mask: np.ndarray) -> tuple[int, int]:
 def breast_crop(image8: np.ndarray, background: int = 40) -> tuple[int, int, int, int]:
     """(y0, x0, y1, x1) of the breast in an 8-bit image: the longest run of columns holding
     any pixel above ``background``, then, within them, the longest such run of rows."""
-    x0, x1 = _longest_run((image8 > background).any(axis=0))
-    y0, y1 = _longest_run((image8[:, x0:x1] > background).any(axis=1))
+    x0, x1 = _longest_run(np.asarray((image8 > background).any(axis=0)))
+    y0, y1 = _longest_run(np.asarray((image8[:, x0:x1] > background).any(axis=1)))
     return y0, x0, y1, x1
 
 
@@ -198,6 +198,7 @@ class _Recipe:
     def __post_init__(self) -> None:
         if len(self.size) != 2 or min(self.size) < 1:
             raise MammodissectError(f"image size {self.size!r} must be (height, width) > 0")
+        object.__setattr__(self, "size", (self.size[0], self.size[1]))  # a list becomes a pair
         for label, values in (("mean", self.mean), ("std", self.std)):
             if len(values) not in (1, self.channels):
                 raise MammodissectError(
@@ -224,7 +225,7 @@ class _Recipe:
 
     def with_size(self, size: tuple[int, int]) -> _Recipe:
         """The same recipe at another input size."""
-        return dataclasses.replace(self, size=tuple(size))
+        return dataclasses.replace(self, size=(size[0], size[1]))
 
     def describe(self) -> dict[str, Any]:
         """What the recipe does, for run.json and cache fingerprints."""
@@ -263,7 +264,7 @@ class ImagePreprocess(_Recipe):
         """Min-max to [0, 1], resize or pad to ``size``, flip if asked: float32 (H, W)."""
         scaled = _minmax(image)
         h, w = scaled.shape
-        content, pad = tuple(self.size), (0, 0)
+        content, pad = self.size, (0, 0)
         if self.fit == "pad":
             scale = min(self.size[0] / h, self.size[1] / w)
             content = (max(1, round(h * scale)), max(1, round(w * scale)))
@@ -275,7 +276,7 @@ class ImagePreprocess(_Recipe):
             out = canvas
         flipped = _should_flip(out, self.flip)
         out = out[:, ::-1].copy() if flipped else out
-        return out, Geometry(h, w, (0, 0, h, w), content, tuple(self.size), pad, flipped)
+        return out, Geometry(h, w, (0, 0, h, w), content, self.size, pad, flipped)
 
 
 @dataclass(frozen=True)
@@ -304,12 +305,12 @@ class MammoClipPreprocess(_Recipe):
         inner = np.asarray(image)[b : h - b, b : w - b]
         image8 = (_minmax(inner) * 255).astype(np.uint8)
         y0, x0, y1, x1 = breast_crop(image8, self.background)
-        resized = area_resize(image8[y0:y1, x0:x1], tuple(self.size))
+        resized = area_resize(image8[y0:y1, x0:x1], self.size)
         out = np.clip(np.rint(resized), 0, 255).astype(np.uint8)
         flipped = _should_flip(out, self.flip)
         out = out[:, ::-1].copy() if flipped else out
         crop = (y0 + b, x0 + b, y1 + b, x1 + b)
-        return out, Geometry(h, w, crop, tuple(self.size), tuple(self.size), (0, 0), flipped)
+        return out, Geometry(h, w, crop, self.size, self.size, (0, 0), flipped)
 
 
 @dataclass(frozen=True)
@@ -355,6 +356,7 @@ def parse_image_size(value: Any) -> tuple[int, int] | None:
     """Read an image size: ``None``, ``224``, ``"1520x912"`` (height x width) or a pair."""
     if value is None or value == "":
         return None
+    size: tuple[int, ...]
     try:
         if isinstance(value, int):
             size = (value, value)

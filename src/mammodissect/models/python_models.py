@@ -49,6 +49,11 @@ def load_callable(spec: ModelSpec) -> tuple[Callable[..., Any], Path | None]:
         module = sys.modules.get(name)
         if module is None:
             loader_spec = importlib.util.spec_from_file_location(name, path)
+            if loader_spec is None or loader_spec.loader is None:
+                raise MammodissectError(
+                    f"python file {path.name!r} of spec {spec.public()!r} cannot be imported; "
+                    "give a .py file"
+                )
             module = importlib.util.module_from_spec(loader_spec)
             sys.modules[name] = module
             try:

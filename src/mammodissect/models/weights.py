@@ -32,6 +32,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise MammodissectError(f"weights file {path.name!r} not found")
+    state: object  # a mapping of tensors, or what a pickle held (_unwrap checks it)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 

@@ -355,7 +355,7 @@ def _draw_set(
     """Draw one set of calcifications of one morphology and distribution."""
     concept, suspicious = CALC_MORPHOLOGY[morphology]
     general = "suspicious calcifications" if suspicious else "typically benign calcifications"
-    concepts = ("calcifications", general, concept)
+    concepts: tuple[str, ...] = ("calcifications", general, concept)
     if distribution is not None:
         concepts += (CALC_DISTRIBUTION[distribution],)
     if morphology == "vascular":

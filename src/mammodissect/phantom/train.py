@@ -223,7 +223,7 @@ def refit_heads(
 
 def _frozen_modules(model: PhantomClipModel, stages: int) -> list[torch.nn.Module]:
     """The stem and the first ``stages`` stages of the image tower (kept as ImageNet made them)."""
-    encoder = model.image_encoder
+    encoder: Any = model.image_encoder  # timm's EfficientNet
     return [encoder.conv_stem, encoder.bn1, *list(encoder.blocks)[:stages]]
 
 
@@ -335,7 +335,8 @@ def train_dissector(
     text = MiniLM()
     place = resolve_device(device)
     texts = _TrainingTexts.embed(text, concepts, place)
-    model = initial_model(seed).to(place, memory_format=torch.channels_last)
+    # Module.to takes memory_format; torch's overloads do not say so
+    model = initial_model(seed).to(place, memory_format=torch.channels_last)  # type: ignore[call-overload]
     frozen = _frozen_modules(model, frozen_stages)
     for module in frozen:
         module.requires_grad_(False)
@@ -468,7 +469,7 @@ def evaluate_dissector(
     for i, concept in enumerate(concepts):
         families.setdefault(PHANTOM_CONCEPTS[concept], []).append(i)
     per_family = {
-        family: auroc(scores[:, cols].max(1), present[:, cols].any(1))
+        family: auroc(scores[:, cols].max(1), np.asarray(present[:, cols].any(1)))
         for family, cols in sorted(families.items())
     }
     reports = model.embed_text_features(_embed(text, [p.report for p in phantoms]))

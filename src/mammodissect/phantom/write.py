@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -72,7 +73,7 @@ def write_phantoms(folder: str | os.PathLike[str], phantoms: Sequence[Phantom]) 
             image_rel = f"images/{phantom.name}.png"
             mask_rel = f"masks/{phantom.name}.npz"
             Image.fromarray(phantom.pixels).save(root / image_rel)
-            np.savez_compressed(root / mask_rel, **{c: phantom.masks[c] for c in phantom.masks})
+            np.savez_compressed(root / mask_rel, **dict[str, Any](phantom.masks))
             row = {"path": image_rel, "image_id": phantom.name}
             row.update(
                 {key: phantom.labels[key] for key in MANIFEST_COLUMNS if key in phantom.labels}

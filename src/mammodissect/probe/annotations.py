@@ -195,15 +195,15 @@ def probe_terms(probe: Probe) -> ProbeTerms:
     if probe.boxes is not None:  # each box: its finding names and descriptor columns
         extra = [c for c in probe.boxes.columns if c not in BOX_COLUMNS]
         for box in probe.boxes.to_dict("records"):
-            found = rows[probe.position(str(box["image_id"]))]
-            found.update(box_terms("findings", box["finding"]))
+            of_image = rows[probe.position(str(box["image_id"]))]
+            of_image.update(box_terms("findings", box["finding"]))
             for column in extra:
-                found.update(box_terms(column, box[column]))
+                of_image.update(box_terms(column, box[column]))
     terms = tuple(sorted(set().union(*rows)))
     index = {term: j for j, term in enumerate(terms)}
     present = np.zeros((len(probe), len(terms)), dtype=bool)
-    for row, found in enumerate(rows):
-        present[row, [index[t] for t in found]] = True
+    for row, of_image in enumerate(rows):
+        present[row, [index[t] for t in of_image]] = True
     return ProbeTerms(terms, present)
 
 

@@ -456,7 +456,7 @@ def _compare_page(data: CompareData, out_dir: Path) -> str:
         f"<figcaption>{escape(f.stem.replace('_', ' '))}</figcaption></figure>"
         for f in data.figures
     )
-    sections = []
+    sections: list[tuple[str, str, str, Any, list[str] | None]] = []
     if "compare" in tables:
         columns = ["aligned_layer", "run", "layer", "units", "score_mean", "global_threshold",
                    "passing_global", "mammography", "control", "mammography_fraction",
@@ -497,11 +497,11 @@ def _compare_page(data: CompareData, out_dir: Path) -> str:
         sections.append(("Uncaptured concepts", "uncaptured-table", caption,
                          tables["uncaptured"], None))  # fmt: skip
     parts = []
-    for title, table_id, caption, frame, columns in sections:
+    for title, table_id, caption, frame, shown in sections:
         parts.append(
             f'<section><h2>{escape(title)}</h2><p class="muted">{escape(caption)}</p>'
             f'{_filter_box(table_id)}<div class="wrap">'
-            f"{pg.table_html(frame, columns, table_id=table_id)}</div></section>"
+            f"{pg.table_html(frame, shown, table_id=table_id)}</div></section>"
         )
     body = f"""
 <header><h1>mammodissect report: comparison {escape(data.path.resolve().name)}</h1>

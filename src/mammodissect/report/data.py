@@ -232,8 +232,8 @@ def unit_rows(data: RunData) -> UnitTable:
     evaluated = data.evaluation is not None and "grounded_concept" in data.evaluation
     evaluation: dict[tuple[str, int], Any] = {}
     if evaluated:
-        for row in data.evaluation.itertuples(index=False):  # type: ignore[union-attr]
-            evaluation[(str(row.layer), int(row.unit))] = row
+        for found in data.evaluation.itertuples(index=False):  # type: ignore[union-attr]
+            evaluation[(str(found.layer), int(found.unit))] = found
     columns = ["layer", "unit", "c1", "s1", "c2", "s2", "c3", "s3", "category", "broad",
                "kind", "passes", "k", "ks"]  # fmt: skip
     if evaluated:
