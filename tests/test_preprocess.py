@@ -194,3 +194,25 @@ def test_jpeg_ls_and_jpeg_lossless_decode():
     jls = read_image(get_testdata_file("MR_small_jpeg_ls_lossless.dcm"), voi="none")
     np.testing.assert_array_equal(jls, reference)
     assert read_image(get_testdata_file("JPEG-LL.dcm")).shape == (1024, 256)
+
+
+def test_preprocess_protocols_say_which_stages_a_recipe_has():
+    from mammodissect.models.base import (
+        CacheablePreprocess,
+        ResizablePreprocess,
+        StagedPreprocess,
+    )
+    from mammodissect.models.recipes import configure
+
+    def plain(image: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(image, dtype=np.float32))[None]
+
+    recipe = ImagePreprocess((8, 6))
+    custom = TransformPreprocess(lambda x: x, name="mine")
+    assert isinstance(recipe, CacheablePreprocess) and isinstance(recipe, ResizablePreprocess)
+    assert isinstance(custom, StagedPreprocess) and not isinstance(custom, ResizablePreprocess)
+    assert not isinstance(plain, StagedPreprocess)
+    assert configure(recipe, None, "4x2").size == (4, 2)
+    assert configure(recipe, None, [5, 3]).size == (5, 3)  # a list from YAML becomes a pair
+    with pytest.raises(MammodissectError, match="built-in recipes only"):
+        configure(plain, None, "4x2")

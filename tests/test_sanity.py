@@ -65,3 +65,16 @@ def test_bad_input_is_named():
         sanity_checks(acts[:, :3], labels, list(range(8)))
     with pytest.raises(MammodissectError, match="not a column of the labels"):
         sanity_checks(acts, labels, [9] * 8)
+
+
+def test_planted_sanity_needs_a_probe_with_masks(planted_probe):
+    from mammodissect.evaluate import planted_sanity
+    from mammodissect.probe import load_probe
+
+    images = sorted(planted_probe.glob("*.png"))
+    manifest = planted_probe.parent / "labels-only.csv"
+    rows = [f"{path},{'yes' if i % 2 else 'no'}" for i, path in enumerate(images)]
+    manifest.write_text("\n".join(["path,mass", *rows]) + "\n")
+    probe = load_probe(str(manifest))  # labels, but neither masks nor boxes
+    with pytest.raises(MammodissectError, match="neither a mask_path column nor boxes"):
+        planted_sanity(probe, list(range(len(probe))), ["mass", "calcifications"])
