@@ -83,3 +83,14 @@ def test_options_replace_a_given_config_and_leave_it_alone() -> None:
     assert build(EvaluateConfig, base, {"seed": 4}, "x") == EvaluateConfig(bootstrap=10, seed=4)
     assert base.seed == 3
     assert build(EvaluateConfig, None, {}, "x") == EvaluateConfig()
+
+
+def test_dissect_documents_every_run_setting() -> None:
+    from mammodissect import RunConfig, dissect
+
+    positional = {"target", "dissector", "probe", "concepts", "layers", "out"}
+    missing = [
+        name for name in RunConfig.field_names()
+        if name not in positional and f"``{name}``" not in (dissect.__doc__ or "")
+    ]  # fmt: skip
+    assert missing == []

@@ -131,11 +131,23 @@ def dissect(
 ) -> Dissection:
     """Dissect ``layers`` of ``target`` with ``dissector`` over ``probe`` against ``concepts``.
 
-    Takes the same arguments as ``mammodissect run`` (``pooling``, ``similarity``,
-    ``similarity_params``, ``batch_size``, ``device``, ``image_size``, ``dissector_image_size``,
-    ``top_concepts``, ``top_images``, ``prompts``, ``lowercase``, ``duplicates``,
-    ``cache_dir``, ``num_workers``, ``seed``,
-    ``quiet``); specs and paths may be replaced by loaded objects.
+    Takes the settings of ``mammodissect run`` by their :class:`RunConfig` names (each
+    flag's ``--help`` says more; an unknown name is an error naming the closest one); specs and
+    paths may be replaced by loaded objects.
+
+    - Concepts: ``prompts`` (templates such as ``"a mammogram showing {}"``), ``lowercase``,
+      ``duplicates`` (``first``, ``last`` or ``multi`` for a string in several categories).
+    - Labels: ``pooling`` (``mean``, ``max``, ``cls``), ``similarity`` (default
+      ``correlation``; ``soft_wpmi`` as published) with ``similarity_params``,
+      ``top_concepts``, ``top_images``.
+    - Detectability: ``detectability`` (an audit folder), ``min_auroc`` (labels restricted to
+      concepts the dissector sees), ``calibrated`` (the audit's probabilities as S).
+    - Compute: ``batch_size``, ``device``, ``precision`` (``fp32``, ``bf16``, ``fp16``),
+      ``channels_last``, ``num_workers``, ``seed``, ``quiet``.
+    - Images: ``preprocess``, ``dissector_preprocess``, ``image_size``,
+      ``dissector_image_size``, ``voi`` (DICOM VOI transform), ``cache_dir``,
+      ``cache_images``, ``strict`` (stop at the first unreadable image), ``anonymize_ids``
+      (no folder or file name in the outputs).
 
     Examples
     --------
