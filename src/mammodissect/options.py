@@ -32,9 +32,53 @@ from typing import Any, TypeVar
 
 from mammodissect.errors import MammodissectError
 
-__all__ = ["add_flags", "build", "flag_values", "numbers", "setting", "texts", "unknown_key"]
+__all__ = [
+    "Check",
+    "add_flags",
+    "build",
+    "check_settings",
+    "field_names",
+    "flag_values",
+    "numbers",
+    "setting",
+    "texts",
+    "unknown_key",
+    "whole",
+    "within",
+]
 
 T = TypeVar("T")
+
+#: What a setting's value must be: its description for messages, and the test.
+Check = tuple[str, Callable[[Any], bool]]
+
+
+def whole(least: int) -> Check:
+    """A whole number >= ``least`` (not a bool)."""
+    return f"a whole number >= {least}", lambda v: isinstance(v, int) and v >= least
+
+
+def within(low: float, high: float | None = None, *, open_ends: bool = False) -> Check:
+    """A number in [low, high] (``(low, high)`` with ``open_ends``; no upper bound without
+    ``high``).
+
+    >>> within(0, 1, open_ends=True)[0], within(0)[0]
+    ('a number in (0, 1)', 'a number >= 0')
+    """
+    if high is None:
+        what = f"a number {'>' if open_ends else '>='} {low:g}"
+    else:
+        what = (
+            f"a number in {'(' if open_ends else '['}{low:g}, {high:g}{')' if open_ends else ']'}"
+        )
+
+    def ok(v: Any) -> bool:
+        if not isinstance(v, int | float):
+            return False
+        above = v > low if open_ends else v >= low
+        return above and (high is None or (v < high if open_ends else v <= high))
+
+    return what, ok
 
 
 def setting(
@@ -45,6 +89,7 @@ def setting(
     parse: Callable[[str, str], Any] | None = None,
     choices: Sequence[str] | None = None,
     metavar: str | None = None,
+    check: Check | None = None,
 ) -> Any:
     """A dataclass field with what its command-line flag needs.
 
@@ -63,9 +108,33 @@ def setting(
         The values the flag accepts.
     metavar:
         The value's name in ``--help``.
+    check:
+        What the value must be (:func:`whole`, :func:`within`), tested by
+        :func:`check_settings`; a None value passes when the default is None.
     """
-    meta = {"help": help, "flag": flag, "parse": parse, "choices": choices, "metavar": metavar}
+    meta = {
+        "help": help, "flag": flag, "parse": parse, "choices": choices, "metavar": metavar,
+        "check": check,
+    }  # fmt: skip
     return dataclasses.field(default=default, metadata=meta)
+
+
+def check_settings(settings: Any, verb: str) -> None:
+    """Test every field of the settings dataclass instance against its :func:`setting` check;
+    the error names the verb, the setting, what it must be and the value given."""
+    for field in dataclasses.fields(settings):
+        check = field.metadata.get("check")
+        value = getattr(settings, field.name)
+        if check is None or (value is None and field.default is None):
+            continue
+        what, ok = check
+        if isinstance(value, bool) or not ok(value):
+            raise MammodissectError(f"{verb} {field.name} must be {what}, got {value!r}")
+
+
+def field_names(cls: type) -> list[str]:
+    """The field names of a settings dataclass, in declaration order."""
+    return [f.name for f in dataclasses.fields(cls)]
 
 
 def unknown_key(key: str, known: Iterable[str], where: str, what: str = "key") -> MammodissectError:

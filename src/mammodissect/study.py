@@ -48,6 +48,7 @@ from tqdm.auto import tqdm
 from mammodissect.config import RunConfig
 from mammodissect.errors import MammodissectError
 from mammodissect.models.spec import file_identity, parse_spec
+from mammodissect.options import field_names
 from mammodissect.rundir import EVALUATION_JSON, REPORT_FILE, RUN_JSON
 
 __all__ = [
@@ -204,7 +205,7 @@ def _section(
 def _evaluate_keys() -> list[str]:
     from mammodissect.evaluate import EvaluateConfig
 
-    return [p for p in EvaluateConfig.field_names() if p not in _EVALUATE_FIXED]
+    return [p for p in field_names(EvaluateConfig) if p not in _EVALUATE_FIXED]
 
 
 def _finetune_entry(
@@ -221,7 +222,7 @@ def _finetune_entry(
     if not isinstance(value, dict):
         raise where.fail(here, "finetune must be a mapping (model, task, settings)")
     known = [
-        p for p in ("model", "probe", "task", *FinetuneConfig.field_names())
+        p for p in ("model", "probe", "task", *field_names(FinetuneConfig))
         if p not in _FINETUNE_FIXED
     ]  # fmt: skip
     _unknown(list(value), known, where, here)

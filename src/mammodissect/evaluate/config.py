@@ -7,29 +7,13 @@ take these names.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 from mammodissect.errors import MammodissectError
-from mammodissect.options import numbers, setting, texts
+from mammodissect.options import check_settings, numbers, setting, texts, whole, within
 
 __all__ = ["EvaluateConfig"]
-
-_RULES = {
-    "null_seeds": ("a whole number >= 1", lambda v: isinstance(v, int) and v >= 1),
-    "quantile": ("a number in (0, 1)", lambda v: isinstance(v, int | float) and 0 < v < 1),
-    "iou_threshold": ("a number in [0, 1]", lambda v: isinstance(v, int | float) and 0 <= v <= 1),
-    "auroc_threshold": ("a number in [0, 1]", lambda v: isinstance(v, int | float) and 0 <= v <= 1),
-    "stability_reps": ("a whole number >= 0", lambda v: isinstance(v, int) and v >= 0),
-    "max_samples": ("a whole number >= 1", lambda v: isinstance(v, int) and v >= 1),
-    "max_side": ("a whole number >= 1", lambda v: isinstance(v, int) and v >= 1),
-    "bootstrap": ("a whole number >= 0", lambda v: isinstance(v, int) and v >= 0),
-    "batch_size": (
-        "a whole number >= 1 or None",
-        lambda v: v is None or (isinstance(v, int) and v >= 1),
-    ),
-}
 
 
 @dataclass(frozen=True)
@@ -42,11 +26,19 @@ class EvaluateConfig:
     target: Any = setting(None, "the run's target spec (default: run.json's)")
     dissector: Any = setting(None, "the run's dissector spec (default: run.json's)")
     cache_dir: str | None = setting(None, "the cache folder the run used (default: the default)")
-    null_seeds: int = setting(5, "permutations per layer for the null baseline")
-    quantile: float = setting(0.995, "per-unit activation quantile thresholding the maps")
-    iou_threshold: float = setting(0.04, "least IoU for a unit to count as grounded")
+    null_seeds: int = setting(5, "permutations per layer for the null baseline", check=whole(1))
+    quantile: float = setting(
+        0.995,
+        "per-unit activation quantile thresholding the maps",
+        check=within(0, 1, open_ends=True),
+    )
+    iou_threshold: float = setting(
+        0.04, "least IoU for a unit to count as grounded", check=within(0, 1)
+    )
     auroc_threshold: float = setting(
-        0.75, "least AUROC for a unit to be grounded in a density/BI-RADS class"
+        0.75,
+        "least AUROC for a unit to be grounded in a density/BI-RADS class",
+        check=within(0, 1),
     )
     head_task: str | None = setting(
         None,
@@ -59,7 +51,9 @@ class EvaluateConfig:
         "one-unit binary head)",
         parse=texts,
     )
-    stability_reps: int = setting(20, "bootstrap resamples of the probe images for label stability")
+    stability_reps: int = setting(
+        20, "bootstrap resamples of the probe images for label stability", check=whole(0)
+    )
     noise: tuple[float, ...] = setting(
         (0.01, 0.02),
         "Gaussian noise levels (fractions of the image's intensity range) for label "
@@ -67,29 +61,27 @@ class EvaluateConfig:
         parse=numbers,
     )
     max_samples: int = setting(
-        16384, "map positions sampled per unit for the quantile (exact below it)"
+        16384,
+        "map positions sampled per unit for the quantile (exact below it)",
+        check=whole(1),
     )
-    max_side: int = setting(320, "longest side of the frame IoU is computed in")
-    bootstrap: int = setting(1000, "bootstrap resamples of units for the 95% intervals")
+    max_side: int = setting(320, "longest side of the frame IoU is computed in", check=whole(1))
+    bootstrap: int = setting(
+        1000, "bootstrap resamples of units for the 95% intervals", check=whole(0)
+    )
     seed: int = setting(0, "seed of permutations, position samples and bootstrap")
     device: str = setting("auto", "auto, cpu or cuda[:N], for the grounding pass")
-    batch_size: int | None = setting(None, "grounding batch size (default: the run's)")
+    batch_size: int | None = setting(
+        None, "grounding batch size (default: the run's)", check=whole(1)
+    )
     write: bool = True
     quiet: bool = setting(False, "no progress bars")
 
     def __post_init__(self) -> None:
-        for name, (rule, ok) in _RULES.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not ok(value):
-                raise MammodissectError(f"evaluate {name} must be {rule}, got {value!r}")
+        check_settings(self, "evaluate")
         sigmas = tuple(self.noise or ())
         if any(isinstance(s, bool) or not isinstance(s, int | float) or s <= 0 for s in sigmas):
             raise MammodissectError(f"evaluate noise levels must be numbers > 0, got {sigmas!r}")
         object.__setattr__(self, "noise", sigmas)
         if self.head_classes is not None:
             object.__setattr__(self, "head_classes", tuple(str(c) for c in self.head_classes))
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        """The settings' names, in declaration order."""
-        return [f.name for f in dataclasses.fields(cls)]

@@ -7,24 +7,13 @@ study file and the flags of ``mammodissect finetune`` (derived with
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 from mammodissect.errors import MammodissectError
 from mammodissect.finetune.split import SPLITS
-from mammodissect.options import setting
+from mammodissect.options import check_settings, setting, whole, within
 
 __all__ = ["FinetuneConfig"]
-
-_RULES = {
-    "epochs": ("a whole number >= 1", lambda v: isinstance(v, int) and v >= 1),
-    "batch_size": ("a whole number >= 1", lambda v: isinstance(v, int) and v >= 1),
-    "lr": ("a number > 0", lambda v: isinstance(v, int | float) and v > 0),
-    "weight_decay": ("a number >= 0", lambda v: isinstance(v, int | float) and v >= 0),
-    "warmup_epochs": ("a whole number >= 0", lambda v: isinstance(v, int) and v >= 0),
-    "val_fraction": ("a number in (0, 1)", lambda v: isinstance(v, int | float) and 0 < v < 1),
-    "num_workers": ("a whole number >= 0", lambda v: isinstance(v, int) and v >= 0),
-}
 
 
 @dataclass(frozen=True)
@@ -32,12 +21,14 @@ class FinetuneConfig:
     """How :func:`mammodissect.finetune.finetune` trains (the recipe, the split, where it
     runs and what it keeps); see ``mammodissect finetune --help`` for each field."""
 
-    epochs: int = setting(5, "epochs (a rerun with more trains on)")
-    batch_size: int = setting(16, "images per batch")
-    lr: float = setting(5e-5, "peak learning rate")
-    weight_decay: float = setting(1e-4, "AdamW weight decay")
-    warmup_epochs: int = setting(1, "linear warm-up epochs")
-    val_fraction: float = setting(0.2, "share of patients validated on")
+    epochs: int = setting(5, "epochs (a rerun with more trains on)", check=whole(1))
+    batch_size: int = setting(16, "images per batch", check=whole(1))
+    lr: float = setting(5e-5, "peak learning rate", check=within(0, open_ends=True))
+    weight_decay: float = setting(1e-4, "AdamW weight decay", check=within(0))
+    warmup_epochs: int = setting(1, "linear warm-up epochs", check=whole(0))
+    val_fraction: float = setting(
+        0.2, "share of patients validated on", check=within(0, 1, open_ends=True)
+    )
     split: str = setting(
         "random", "random by patient, or the probe's own split column", choices=SPLITS
     )
@@ -47,7 +38,7 @@ class FinetuneConfig:
     )
     preprocess: str | None = setting(None, "preprocessing recipe (default: the model's own)")
     device: str = setting("auto", "auto (CUDA when available), cpu or cuda[:N]")
-    num_workers: int = setting(0, "image decoding processes")
+    num_workers: int = setting(0, "image decoding processes", check=whole(0))
     augment: bool = setting(True, "no random flips or small affine changes")
     freeze: str | tuple[str, ...] | None = setting(
         None,
@@ -63,16 +54,8 @@ class FinetuneConfig:
     overwrite: bool = setting(False, "replace a run made with other settings in the run folder")
 
     def __post_init__(self) -> None:
-        for name, (rule, ok) in _RULES.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not ok(value):
-                raise MammodissectError(f"finetune {name} must be {rule}, got {value!r}")
+        check_settings(self, "finetune")
         if self.split not in SPLITS:
             raise MammodissectError(
                 f"split {self.split!r} is unknown; use one of {', '.join(SPLITS)}"
             )
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        """The settings' names, in declaration order."""
-        return [f.name for f in dataclasses.fields(cls)]
