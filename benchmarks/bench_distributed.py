@@ -47,7 +47,7 @@ def launch(procs: int, args: list[str], cache: Path, threads: int) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=64, help="phantoms in the probe (64)")
     parser.add_argument("--procs", type=int, default=2, help="processes of the sharded run (2)")
     parser.add_argument("--target", default="efficientnet:efficientnet-lite0")

@@ -83,7 +83,7 @@ def _score(layer, s, names, controls, all_units, similarity):
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=2026, help="probe phantoms' seed (2026)")
     parser.add_argument("--images", type=int, default=300, help="phantoms in the probe (300)")
     parser.add_argument("--audit-seed", type=int, help="audit on phantoms of this seed instead")

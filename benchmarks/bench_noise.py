@@ -38,7 +38,7 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", help="a run directory written by mammodissect run")
     parser.add_argument("--probe", required=True, help="the run's probe")
     parser.add_argument("--target", help="the run's target spec, when its weights are a file")

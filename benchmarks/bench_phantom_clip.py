@@ -23,7 +23,7 @@ from mammodissect.phantom.train import _HELD_OUT_SEED_OFFSET, evaluate_dissector
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", nargs="?", help="OUT.ckpt of a training (default: bundled)")
     parser.add_argument("--images", type=int, default=500, help="held-out phantoms (500)")
     opts = parser.parse_args()

@@ -61,7 +61,7 @@ def bare(target, dissector, probe, batch_size: int, device: torch.device, precis
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--target", default="timm:efficientnet_b0")
     parser.add_argument("--dissector", default="openclip:RN50?random_init=1")
     parser.add_argument("--layers", default="blocks.*.*")

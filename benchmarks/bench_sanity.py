@@ -27,7 +27,7 @@ from mammodissect.probe import load_probe
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=2026, help="phantoms' seed (2026)")
     parser.add_argument("--images", type=int, default=300, help="phantoms (300)")
     parser.add_argument("--concepts", default="birads+controls")

@@ -116,7 +116,7 @@ def timed(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=20000)
     parser.add_argument("--concepts", type=int, default=763)
     parser.add_argument("--units", type=int, default=6992)

@@ -92,7 +92,7 @@ def dissector_spec(root: Path) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=16, help="probe images (16)")
     parser.add_argument("--size", default="760x456", help="model input HxW (760x456)")
     parser.add_argument(
