@@ -37,13 +37,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RUN_PALETTE",
+    "new_figure",
     "plot_coverage",
     "plot_detectability",
     "plot_finetune",
     "plot_layer_means",
     "plot_mammography_vs_control",
+    "plot_style",
     "plot_top_broad_categories",
     "run_colours",
+    "save_figure",
     "write_figures",
 ]
 
@@ -89,14 +92,17 @@ def run_colours(names: Sequence[str]) -> dict[str, str]:
 
 
 @contextmanager
-def _style() -> Iterator[None]:
+def plot_style() -> Iterator[None]:
+    """The look of every figure of the package (font sizes, no top or right spine, SVG text
+    kept as text, a fixed SVG hash salt so files are reproducible) while drawing."""
     import matplotlib
 
     with matplotlib.rc_context(cast(Any, _STYLE)):  # matplotlib types the keys one by one
         yield
 
 
-def _figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float) -> Figure:
+    """A figure of ``width`` x ``height`` inches on the Agg canvas (no display needed)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -105,7 +111,8 @@ def _figure(width: float, height: float) -> Figure:
     return fig
 
 
-def _save(fig: Figure, stem: Path) -> list[Path]:
+def save_figure(fig: Figure, stem: Path) -> list[Path]:
+    """Write ``fig`` as ``stem``.png and ``stem``.svg; return both paths."""
     stem.parent.mkdir(parents=True, exist_ok=True)
     png, svg = stem.with_suffix(".png"), stem.with_suffix(".svg")
     try:
@@ -128,8 +135,8 @@ def plot_layer_means(layers: pd.DataFrame, names: Sequence[str], stem: Path) -> 
     colours = run_colours(names)
     labels = layers.drop_duplicates("position").sort_values("position")["aligned_layer"].tolist()
     n = len(labels)
-    with _style():
-        fig = _figure(min(14.0, max(5.5, 0.28 * n + 3.0)), 3.6)
+    with plot_style():
+        fig = new_figure(min(14.0, max(5.5, 0.28 * n + 3.0)), 3.6)
         ax = fig.add_subplot()
         for name in names:
             rows = layers[layers["run"] == name].sort_values("position")
@@ -146,7 +153,7 @@ def plot_layer_means(layers: pd.DataFrame, names: Sequence[str], stem: Path) -> 
         ax.set_title("Layer-mean top-1 score per layer")
         ax.grid(axis="y", color="0.9", linewidth=0.6)
         ax.legend(title="run", loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-        return _save(fig, stem)
+        return save_figure(fig, stem)
 
 
 def _chosen(layers: pd.DataFrame, positions: Sequence[int]) -> list[tuple[int, str]]:
@@ -163,8 +170,8 @@ def plot_mammography_vs_control(
 
     colours = run_colours(names)
     chosen = _chosen(layers, positions)
-    with _style():
-        fig = _figure(max(4.5, 2.0 + 0.9 * len(names) * len(chosen)), 3.4)
+    with plot_style():
+        fig = new_figure(max(4.5, 2.0 + 0.9 * len(names) * len(chosen)), 3.4)
         axes = fig.subplots(1, len(chosen), sharey=True, squeeze=False)[0]
         width = 0.38
         for ax, (position, label) in zip(axes, chosen, strict=True):
@@ -194,7 +201,7 @@ def plot_mammography_vs_control(
             loc="outside lower center", ncols=2, frameon=False,
         )  # fmt: skip
         fig.suptitle("Best concept of passing units: mammography vs control")
-        return _save(fig, stem)
+        return save_figure(fig, stem)
 
 
 def plot_top_broad_categories(
@@ -219,8 +226,8 @@ def plot_top_broad_categories(
     palette = {b: CATEGORY_PALETTE[i % len(CATEGORY_PALETTE)] for i, b in enumerate(shown)}
     is_control = dict(zip(top["broad_category"], top["control"], strict=False))
     labels = dict(zip(broad["position"], broad["aligned_layer"], strict=False))
-    with _style():
-        fig = _figure(max(4.5, 2.0 + 0.7 * len(names) * len(positions)), 3.9)
+    with plot_style():
+        fig = new_figure(max(4.5, 2.0 + 0.7 * len(names) * len(positions)), 3.9)
         axes = fig.subplots(1, len(positions), sharey=True, squeeze=False)[0]
         for ax, position in zip(axes, positions, strict=True):
             for x, name in enumerate(names):
@@ -249,7 +256,7 @@ def plot_top_broad_categories(
             fig.legend(handles=handles, loc="outside lower center", ncols=min(3, len(handles)),
                        frameon=False)  # fmt: skip
         fig.suptitle("Top-3 broad categories of passing units")
-        return _save(fig, stem)
+        return save_figure(fig, stem)
 
 
 def plot_coverage(coverage: pd.DataFrame, names: Sequence[str], stem: Path) -> list[Path]:
@@ -275,8 +282,8 @@ def plot_coverage(coverage: pd.DataFrame, names: Sequence[str], stem: Path) -> l
         for b, c in cats.itertuples(index=False)
     ]
     rows = len(cats)
-    with _style():
-        fig = _figure(3.6 + 0.75 * len(names), 1.6 + 0.2 * rows)
+    with plot_style():
+        fig = new_figure(3.6 + 0.75 * len(names), 1.6 + 0.2 * rows)
         ax = fig.add_subplot()
         image = ax.imshow(values, cmap="viridis", vmin=0, vmax=1, aspect="auto",
                           interpolation="nearest")  # fmt: skip
@@ -303,7 +310,7 @@ def plot_coverage(coverage: pd.DataFrame, names: Sequence[str], stem: Path) -> l
         fig.colorbar(image, ax=ax, location="bottom", shrink=0.6, pad=0.01,
                      label="fraction of the category's concepts captured")  # fmt: skip
         ax.set_title("Mammography concepts captured per category")
-        return _save(fig, stem)
+        return save_figure(fig, stem)
 
 
 def plot_finetune(categories: pd.DataFrame, names: Sequence[str], stem: Path) -> list[Path]:
@@ -322,8 +329,8 @@ def plot_finetune(categories: pd.DataFrame, names: Sequence[str], stem: Path) ->
     picked += list(gains[gains < 0].index[::-1][:FINETUNE_SHOWN])
     picked += [k for k in gains[gains == 0].index if k not in picked][:FINETUNE_SHOWN]
     picked.sort(key=lambda k: float(total.loc[k]))
-    with _style():
-        fig = _figure(6.5, 1.4 + 0.24 * max(1, len(picked)) * max(1, len(tuned)) ** 0.5)
+    with plot_style():
+        fig = new_figure(6.5, 1.4 + 0.24 * max(1, len(picked)) * max(1, len(tuned)) ** 0.5)
         ax = fig.add_subplot()
         if picked:
             height = 0.8 / len(tuned)
@@ -344,7 +351,7 @@ def plot_finetune(categories: pd.DataFrame, names: Sequence[str], stem: Path) ->
         ax.set_title("Fine-tuning: categories gaining and losing units")
         if picked:
             ax.legend(loc="lower right", frameon=False)
-        return _save(fig, stem)
+        return save_figure(fig, stem)
 
 
 def plot_detectability(table: pd.DataFrame, stem: Path) -> list[Path]:
@@ -356,8 +363,8 @@ def plot_detectability(table: pd.DataFrame, stem: Path) -> list[Path]:
     rows = rows.sort_values(["category", "auroc"], kind="stable", na_position="first")
     n = len(rows)
     y = np.arange(n)[::-1]
-    with _style():
-        fig = _figure(9.0, min(60.0, max(3.0, 0.17 * n + 1.2)))
+    with plot_style():
+        fig = new_figure(9.0, min(60.0, max(3.0, 0.17 * n + 1.2)))
         ax = fig.add_subplot()
         seen = rows["category"].to_numpy()
         for i, category in enumerate(dict.fromkeys(seen)):
@@ -376,7 +383,7 @@ def plot_detectability(table: pd.DataFrame, stem: Path) -> list[Path]:
         ax.set_xlim(0, 1.0)
         ax.set_xlabel("AUROC: cosine vs. annotated images")
         ax.set_title("Detectability per annotated concept")
-        return _save(fig, stem)
+        return save_figure(fig, stem)
 
 
 def write_figures(result: Comparison, folder: Path) -> list[Path]:

@@ -48,6 +48,7 @@ import pandas as pd
 from mammodissect.analysis.runs import (
     CONTROL,
     MAMMOGRAPHY,
+    kind_of,
     label_pairs,
     layer_scores,
     load_run,
@@ -169,8 +170,6 @@ def summarize(
         if column not in best:
             best[column] = None
     if "kind" not in best:
-        from mammodissect.analysis.runs import kind_of
-
         best["kind"] = [kind_of(c) for c in best["control"]]
     order = list(layers) if layers is not None else list(dict.fromkeys(best["layer"]))
     unknown = sorted(set(best["layer"]) - set(order))

@@ -10,6 +10,7 @@ from mammodissect.concepts.bundled import (
     IMAGENET_EXCLUDED,
     IMAGENET_STEP,
     bundled_names,
+    bundled_report,
     convert,
     imagenet_controls,
     load,
@@ -18,7 +19,7 @@ from mammodissect.concepts.bundled import (
 from mammodissect.concepts.core import DUPLICATE_RULES, MULTI_SEP, ConceptSet, Entry, build
 from mammodissect.concepts.encode import check_prompts, concept_strings, encode_concepts
 from mammodissect.concepts.formats import FORMATS, read, write
-from mammodissect.concepts.ops import bundled_report, filter_set, merge, report, summary
+from mammodissect.concepts.ops import filter_set, merge, report, summary
 
 __all__ = [
     "BUNDLED",

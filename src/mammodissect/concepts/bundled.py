@@ -27,7 +27,7 @@ from pathlib import Path
 
 from mammodissect.concepts.core import ConceptSet, Entry, build, check_rule, concept_key
 from mammodissect.concepts.formats import read, write
-from mammodissect.concepts.ops import merge
+from mammodissect.concepts.ops import kinds_text, merge
 from mammodissect.errors import MammodissectError
 from mammodissect.models.imagenet import imagenet_classes
 
@@ -36,6 +36,7 @@ __all__ = [
     "IMAGENET_EXCLUDED",
     "IMAGENET_STEP",
     "bundled_names",
+    "bundled_report",
     "convert",
     "imagenet_controls",
     "load",
@@ -192,3 +193,13 @@ def convert(source: str | Path, out: str | Path, duplicates: str = "first") -> C
     concepts = load(source, duplicates=duplicates)
     write(concepts, out)
     return concepts
+
+
+def bundled_report() -> str:
+    """The bundled sets with their counts, as text (``mammodissect concepts list``)."""
+    width = max(len(name) for name in BUNDLED) + 2
+    lines = [f"{'name':<{width}}{'concepts':>9}  kinds"]
+    for name, about in BUNDLED.items():
+        concepts = load_bundled(name)
+        lines.append(f"{name:<{width}}{len(concepts):>9}  {kinds_text(concepts.control)}: {about}")
+    return "\n".join(lines)

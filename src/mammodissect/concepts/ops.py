@@ -11,7 +11,7 @@ import pandas as pd
 from mammodissect.concepts.core import ConceptSet, build
 from mammodissect.errors import MammodissectError
 
-__all__ = ["bundled_report", "filter_set", "merge", "report", "summary"]
+__all__ = ["filter_set", "kinds_text", "merge", "report", "summary"]
 
 #: How :func:`summary` names a missing category.
 NONE_LABEL = "(none)"
@@ -129,7 +129,8 @@ def summary(concepts: ConceptSet) -> pd.DataFrame:
     )
 
 
-def _kinds(flags: Iterable[bool | None]) -> str:
+def kinds_text(flags: Iterable[bool | None]) -> str:
+    """How many concepts are mammography concepts and how many controls, as text."""
     values = list(flags)
     mammo = sum(f is False for f in values)
     controls = sum(f is True for f in values)
@@ -140,7 +141,7 @@ def _kinds(flags: Iterable[bool | None]) -> str:
 
 def report(concepts: ConceptSet) -> str:
     """Counts per broad category and category, as text (``mammodissect concepts show``)."""
-    lines = [f"{concepts.name}: {len(concepts)} concepts ({_kinds(concepts.control)})"]
+    lines = [f"{concepts.name}: {len(concepts)} concepts ({kinds_text(concepts.control)})"]
     rule = concepts.notes.get("duplicates", {})
     if rule.get("affected"):
         lines.append(
@@ -156,16 +157,4 @@ def report(concepts: ConceptSet) -> str:
         lines.append(f"{broad}  ({int(group['count'].sum())}, {kind})")
         for category, count in zip(group["category"], group["count"], strict=True):
             lines.append(f"    {category:<{width}}{count:>5}")
-    return "\n".join(lines)
-
-
-def bundled_report() -> str:
-    """The bundled sets with their counts, as text (``mammodissect concepts list``)."""
-    from mammodissect.concepts.bundled import BUNDLED, load_bundled
-
-    width = max(len(name) for name in BUNDLED) + 2
-    lines = [f"{'name':<{width}}{'concepts':>9}  kinds"]
-    for name, about in BUNDLED.items():
-        concepts = load_bundled(name)
-        lines.append(f"{name:<{width}}{len(concepts):>9}  {_kinds(concepts.control)}: {about}")
     return "\n".join(lines)

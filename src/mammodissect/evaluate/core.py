@@ -207,7 +207,7 @@ def evaluate(
     for layer in source.layers:
         activations = torch.from_numpy(source.activations(layer))
         observed, labels[layer] = top1(similarity, cosines, activations, params)
-        _check_scores(source, layer, observed)
+        source.check_scores(layer, observed)
         nulls[layer] = null_baseline(
             similarity, cosines, activations, params, seeds=c.null_seeds, seed=c.seed,
             observed=observed,
@@ -370,23 +370,6 @@ def evaluate(
 
 def _lap(started: float, before: float = 0.0) -> float:
     return round(time.perf_counter() - started - before, 4)
-
-
-def _check_scores(source: RunSource, layer: str, observed: np.ndarray) -> None:
-    """The recomputed top-1 scores must be the run's: otherwise caches or settings differ."""
-    best = source.run.best[source.run.best["layer"] == layer].sort_values("unit")
-    if len(best) != len(observed):
-        raise MammodissectError(
-            f"layer {layer!r}: neurons.csv has {len(best)} units but the cache {len(observed)}; "
-            f"rerun `mammodissect run` for {source.run.name!r}"
-        )
-    gap = float(np.max(np.abs(best["score"].to_numpy() - observed))) if len(best) else 0.0
-    if gap > 1e-3 * max(1.0, float(np.max(np.abs(observed)))):
-        raise MammodissectError(
-            f"layer {layer!r}: scores recomputed from the cache differ from neurons.csv by "
-            f"{gap:.4g}; the dissector or its settings are not the run's (pass --dissector the "
-            "run used)"
-        )
 
 
 def _head_task(

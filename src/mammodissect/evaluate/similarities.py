@@ -44,6 +44,7 @@ import torch
 
 from mammodissect import concepts as concept_sets
 from mammodissect.analysis.detectability import run_calibration
+from mammodissect.analysis.figures import RUN_PALETTE, new_figure, plot_style, save_figure
 from mammodissect.analysis.runs import CONCEPTS_FILE, EVALUATION_FILE, SIMILARITIES_FILE
 from mammodissect.concepts.encode import score_matrix
 from mammodissect.config import default_cache_dir
@@ -67,6 +68,7 @@ from mammodissect.evaluate.planted import recovery
 from mammodissect.evaluate.source import RunSource, open_run
 from mammodissect.evaluate.stored import StoredTruth
 from mammodissect.evaluate.tables import METRIC_COLUMNS, with_intervals
+from mammodissect.models import load_dissector
 from mammodissect.models.base import bind_probe
 from mammodissect.record import matching_probe
 from mammodissect.similarity import SIMILARITIES, get_similarity
@@ -211,9 +213,6 @@ def compare_similarities(
         When the run, its caches or its evaluation are missing, a name is unknown, or the
         dissector is not the run's.
     """
-    from mammodissect.evaluate.core import _check_scores
-    from mammodissect.models import load_dissector
-
     root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     source = open_run(run_dir, root)
     truth = _grounded_truth(source, evaluation)
@@ -245,7 +244,7 @@ def compare_similarities(
     run_function = get_similarity(run_name)
     for layer, values in activations.items():  # the cached S and A must give the run's scores
         scores = run_function(cosines, values, **run_params).max(dim=1).values
-        _check_scores(source, layer, scores.float().cpu().numpy())
+        source.check_scores(layer, scores.float().cpu().numpy())
 
     stored = StoredTruth.load(source.run.path)
     fair_truths = {layer: stored.layer(layer, a.numpy()) for layer, a in activations.items()}
@@ -391,7 +390,6 @@ def plot_similarities(table: pd.DataFrame, stem: Path) -> list[Path]:
     list of Path
         The files written.
     """
-    from mammodissect.analysis.figures import RUN_PALETTE, _figure, _save, _style
 
     n = len(table)
     x = np.arange(n)
@@ -401,8 +399,8 @@ def plot_similarities(table: pd.DataFrame, stem: Path) -> list[Path]:
         if m in table and table[m].astype(float).notna().any()
     } or {"top1_match": "top-1"}
     width = 0.8 / len(shown)
-    with _style():
-        fig = _figure(min(16.0, max(5.0, 1.2 * n + 3.0)), 3.8)
+    with plot_style():
+        fig = new_figure(min(16.0, max(5.0, 1.2 * n + 3.0)), 3.8)
         ax = fig.add_subplot()
         for i, (metric, label) in enumerate(shown.items()):
             mean = table[metric].to_numpy(dtype=float)
@@ -421,4 +419,4 @@ def plot_similarities(table: pd.DataFrame, stem: Path) -> list[Path]:
         ax.set_title("Label agreement per similarity setting (95% bootstrap intervals)")
         ax.grid(axis="y", color="0.9", linewidth=0.6)
         ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-        return _save(fig, stem)
+        return save_figure(fig, stem)

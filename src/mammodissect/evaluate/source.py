@@ -135,6 +135,23 @@ class RunSource:
         """(images used, D) dissector image embeddings."""
         return np.asarray(self.dissector.arrays[_EMBEDDING][self.rows], dtype=np.float32)
 
+    def check_scores(self, layer: str, observed: np.ndarray) -> None:
+        """Top-1 scores recomputed from the caches must be the run's (neurons.csv): otherwise
+        the caches, the dissector or its settings are not the run's."""
+        best = self.run.best[self.run.best["layer"] == layer].sort_values("unit")
+        if len(best) != len(observed):
+            raise MammodissectError(
+                f"layer {layer!r}: neurons.csv has {len(best)} units but the cache "
+                f"{len(observed)}; rerun `mammodissect run` for {self.run.name!r}"
+            )
+        gap = float(np.max(np.abs(best["score"].to_numpy() - observed))) if len(best) else 0.0
+        if gap > 1e-3 * max(1.0, float(np.max(np.abs(observed)))):
+            raise MammodissectError(
+                f"layer {layer!r}: scores recomputed from the cache differ from neurons.csv by "
+                f"{gap:.4g}; the dissector or its settings are not the run's (pass --dissector "
+                "the run used)"
+            )
+
 
 def open_run(run_dir: str | Path, cache_dir: str | Path | None = None) -> RunSource:
     """Read a run directory and open its caches (``cache_dir`` default: the default cache).

@@ -23,6 +23,7 @@ import torch
 from mammodissect.hooks import Trace
 from mammodissect.models.base import Target
 from mammodissect.models.frames import frame_grid, frame_size, to_frame
+from mammodissect.privacy import anonymize_id
 from mammodissect.probe import Probe, read_image
 from mammodissect.probe.loader import probe_batches
 
@@ -242,8 +243,6 @@ def render_cards(
 
 def _id_lookup(probe: Probe, ids: Sequence[str] | set[str]) -> dict[str, str]:
     """top_images.csv id -> probe image_id (ids are the probe's, or their pseudonyms)."""
-    from mammodissect.describe import anonymize_id
-
     known = set(probe.image_ids)
     found = {image_id: image_id for image_id in ids if image_id in known}
     rest = set(ids) - set(found)
