@@ -65,12 +65,15 @@ def _sublayer(layer: PlantedLayer, keep: list[bool]) -> PlantedLayer:
     )  # fmt: skip
 
 
-def _score(layer, s, names, controls, all_units, similarity):
-    """Recovery over the layer's units; misses for planted concepts the restriction dropped."""
+def _score(layer, s, names, controls, all_units, similarity, units_csv=None):
+    """Recovery over the layer's units; misses for planted concepts the restriction dropped.
+    With ``units_csv``, the per-unit table (each planted concept, its label, rank) goes there."""
     kept = [c in set(names) for c in layer.concepts]
     sub = _sublayer(layer, kept)
     found = recovery(sub, s, names, similarity, {}, bootstrap=0)
     table = found.table
+    if units_csv:
+        table.to_csv(units_csv, index=False)
     control_labels = int(table["label"].map(lambda c: controls.get(c, False)).sum())
     return {
         "concepts": len(names),
@@ -90,6 +93,9 @@ def main() -> int:
     parser.add_argument("--dissector", default="phantom-clip")
     parser.add_argument("--concepts", default="birads+controls")
     parser.add_argument("--work", help="folder for the phantoms (default: a temporary one)")
+    parser.add_argument(
+        "--units", metavar="CSV", help="write the dissector row's per-unit table (label, rank)"
+    )
     parser.add_argument(
         "--similarity", default=RunConfig.similarity,
         help=f"the function of the main table (default: the run default, {RunConfig.similarity})",
@@ -123,7 +129,7 @@ def main() -> int:
         controls = dict(zip(names, [c is True for c in concepts.control], strict=True))
         units = len(layer.concepts)
         main_function = get_similarity(opts.similarity)
-        results = {"dissector": _score(layer, s, names, controls, units, main_function)}
+        results = {"dissector": _score(layer, s, names, controls, units, main_function, opts.units)}
         for threshold in (0.8, 0.9):
             keep, _ = detect.visible(concepts, threshold)
             kept = [c for c, k in zip(names, keep, strict=True) if k]
