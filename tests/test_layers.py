@@ -213,3 +213,9 @@ def test_target_layers_measures_shapes_at_the_asked_size_and_filters() -> None:
     assert lines[2].split() == ["features.6", "Conv2d", "1x32x5x4"]
     with pytest.raises(MammodissectError, match="featurs"):
         target_layers(spec, "featurs.*")
+    from mammodissect.models import load_target
+
+    loaded = load_target(spec)
+    before = loaded.preprocess
+    assert target_layers(loaded, image_size="40x32").input_shape == (1, 3, 40, 32)
+    assert loaded.preprocess is before  # a loaded target is listed, not changed

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 import logging
 import sys
 import textwrap
@@ -17,7 +16,7 @@ from mammodissect.errors import MammodissectError
 from mammodissect.evaluate.config import EvaluateConfig
 from mammodissect.finetune.config import FinetuneConfig
 from mammodissect.models.spec import PHANTOM_C_TASKS
-from mammodissect.options import add_flags, flag_values, numbers
+from mammodissect.options import add_flags, add_signature_flags, flag_values, numbers
 from mammodissect.phantom.train import HeadRefit, refit_dissector, train_dissector
 from mammodissect.precision import PRECISIONS
 from mammodissect.rundir import (
@@ -433,7 +432,7 @@ def _add_phantom(sub: argparse._SubParsersAction) -> None:
         "held-out zero-shot quality; use it with --dissector phantom-clip:OUT.safetensors.",
     )
     train.add_argument("--out", required=True, help="output .safetensors file")
-    _add_signature_flags(train, train_dissector, (
+    add_signature_flags(train, train_dissector, (
         ("images", "new phantoms per epoch"),
         ("epochs", "epochs"),
         ("batch-size", "batch size"),
@@ -452,7 +451,7 @@ def _add_phantom(sub: argparse._SubParsersAction) -> None:
     )
     refit.add_argument("--out", required=True, help="output .safetensors file")
     refit.add_argument("--weights", help="phantom-clip weights to start from (default: bundled)")
-    _add_signature_flags(
+    add_signature_flags(
         refit, refit_dissector, (("seed", "seed"), ("held-out", "held-out phantoms measured"))
     )
     _add_refit_flags(refit)
@@ -597,19 +596,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         f"and {REPORT_FILE} in each variant's folder"
     )
     return 0
-
-
-def _add_signature_flags(
-    parser: argparse.ArgumentParser, function: Any, flags: Sequence[tuple[str, str]]
-) -> None:
-    """One ``--FLAG`` per (flag, help) with the type and default of ``function``'s keyword of
-    that name, so the API's signature is the one owner of the defaults."""
-    defaults = {k: v.default for k, v in inspect.signature(function).parameters.items()}
-    for flag, what in flags:
-        default = defaults[flag.replace("-", "_")]
-        parser.add_argument(
-            f"--{flag}", type=type(default), default=default, help=f"{what} ({default})"
-        )
 
 
 def _add_refit_flags(parser: argparse.ArgumentParser) -> None:

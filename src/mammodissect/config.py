@@ -19,7 +19,7 @@ from mammodissect.concepts.core import check_rule
 from mammodissect.errors import MammodissectError
 from mammodissect.hooks import POOLINGS
 from mammodissect.models.spec import parse_spec
-from mammodissect.options import unknown_key
+from mammodissect.options import field_names, unknown_key
 from mammodissect.precision import PRECISIONS
 from mammodissect.probe.images import VOI_CHOICES
 
@@ -135,7 +135,7 @@ class RunConfig:
     @classmethod
     def field_names(cls) -> list[str]:
         """The configuration keys, in declaration order."""
-        return [f.name for f in dataclasses.fields(cls)]
+        return field_names(cls)
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any], source: str = "configuration") -> RunConfig:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -35,6 +36,7 @@ from mammodissect.errors import MammodissectError
 __all__ = [
     "Check",
     "add_flags",
+    "add_signature_flags",
     "build",
     "check_settings",
     "field_names",
@@ -110,7 +112,8 @@ def setting(
         The value's name in ``--help``.
     check:
         What the value must be (:func:`whole`, :func:`within`), tested by
-        :func:`check_settings`; a None value passes when the default is None.
+        :func:`check_settings` (which also holds the value to ``choices``); a None value passes
+        when the default is None.
     """
     meta = {
         "help": help, "flag": flag, "parse": parse, "choices": choices, "metavar": metavar,
@@ -120,12 +123,19 @@ def setting(
 
 
 def check_settings(settings: Any, verb: str) -> None:
-    """Test every field of the settings dataclass instance against its :func:`setting` check;
-    the error names the verb, the setting, what it must be and the value given."""
+    """Test every field of the settings dataclass instance against its :func:`setting` check
+    and choices; the error names the verb, the setting, what it must be and the value given."""
     for field in dataclasses.fields(settings):
-        check = field.metadata.get("check")
         value = getattr(settings, field.name)
-        if check is None or (value is None and field.default is None):
+        if value is None and field.default is None:
+            continue
+        choices = field.metadata.get("choices")
+        if choices is not None and value not in choices:
+            raise MammodissectError(
+                f"{verb} {field.name} {value!r} is unknown; use one of {', '.join(choices)}"
+            )
+        check = field.metadata.get("check")
+        if check is None:
             continue
         what, ok = check
         if isinstance(value, bool) or not ok(value):
@@ -147,7 +157,7 @@ def unknown_key(key: str, known: Iterable[str], where: str, what: str = "key") -
 def build(cls: type[T], base: T | None, options: Mapping[str, Any], where: str) -> T:
     """``base`` (default: ``cls()``) with ``options`` replacing its fields; an unknown name
     is an error naming the closest field."""
-    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    names = field_names(cls)
     for key in options:
         if key not in names:
             raise unknown_key(key, names, where, "setting")
@@ -181,10 +191,25 @@ def _parser(parse: Callable[[str, str], Any], flag: str) -> Callable[[str], Any]
     return parsed
 
 
-def add_flags(parser: argparse.ArgumentParser, cls: type, skip: Iterable[str] = ()) -> None:
-    """One flag per field of the settings dataclass ``cls`` (but those in ``skip``)."""
+def add_signature_flags(
+    parser: argparse.ArgumentParser, function: Callable[..., Any], flags: Sequence[tuple[str, str]]
+) -> None:
+    """One ``--FLAG`` per (flag, help) with the type and default of ``function``'s keyword of
+    that name, for verbs whose settings are a function's keywords rather than a dataclass: the
+    signature stays the one owner of the defaults."""
+    defaults = {k: v.default for k, v in inspect.signature(function).parameters.items()}
+    for flag, what in flags:
+        default = defaults[flag.replace("-", "_")]
+        parser.add_argument(
+            f"--{flag}", type=type(default), default=default, help=f"{what} ({default})"
+        )
+
+
+def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One flag per field of the settings dataclass ``cls`` declared with :func:`setting` (a
+    field without one, such as an API-only switch, gets none)."""
     for field in dataclasses.fields(cls):
-        if field.name in skip or "help" not in field.metadata:
+        if "help" not in field.metadata:
             continue
         meta, flag, default = field.metadata, _flag(field), field.default
         what = str(meta["help"]).replace("%", "%%")  # argparse formats help with %

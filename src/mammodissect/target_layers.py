@@ -54,11 +54,11 @@ def target_layers(
     ``layers`` (names or globs) keeps only the matching modules, with the error of a
     dissection for a name that matches nothing."""
     loaded = load_target(target) if isinstance(target, str) else target
-    loaded.preprocess = configure(loaded.preprocess, None, image_size)
+    preprocess = configure(loaded.preprocess, None, image_size)  # the caller's target unchanged
     resolved = resolve_device(device)
     image = np.zeros((64, 64), dtype=np.float32)
     image[16:48, 16:48] = 1.0  # some structure, so that no normalisation divides by zero
-    example = loaded.preprocess(image)[None].to(resolved)
+    example = preprocess(image)[None].to(resolved)
     infos = list_layers(loaded.module.to(resolved), example)
     if layers:
         keep = set(resolve_layers(loaded.module, layers))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mammodissect.errors import MammodissectError
 from mammodissect.finetune.split import SPLITS
 from mammodissect.options import check_settings, setting, whole, within
 
@@ -55,7 +54,3 @@ class FinetuneConfig:
 
     def __post_init__(self) -> None:
         check_settings(self, "finetune")
-        if self.split not in SPLITS:
-            raise MammodissectError(
-                f"split {self.split!r} is unknown; use one of {', '.join(SPLITS)}"
-            )
