@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from mammodissect.models.phantom_clip import MiniLM, PhantomClipModel, build_phantom_clip
+from mammodissect.phantom import PHANTOM_CONCEPTS
 from mammodissect.phantom.train import _HELD_OUT_SEED_OFFSET, evaluate_dissector
 
 
@@ -36,10 +37,15 @@ def main() -> int:
     else:
         model, _ = build_phantom_clip(None)
     quality = evaluate_dissector(model.eval(), MiniLM(), opts.images, seed + _HELD_OUT_SEED_OFFSET)
-    aurocs = [v for v in quality["auroc_per_concept"].values() if v is not None]
+    measured = {c: v for c, v in quality["auroc_per_concept"].items() if v is not None}
+    aurocs = list(measured.values())
+    # a single view cannot show an asymmetry (a comparison with the other breast)
+    others = [v for c, v in measured.items() if PHANTOM_CONCEPTS[c] != "asymmetry"]
     print(json.dumps({
         "epochs_done": epochs, "held_out": opts.images,
         "median_concept_auroc": round(float(np.median(aurocs)), 4),
+        "median_concept_auroc_without_asymmetries": round(float(np.median(others)), 4),
+        "concepts_at_least_0.95": f"{sum(v >= 0.95 for v in aurocs)} of {len(aurocs)}",
         "mean_concept_auroc": quality["mean_concept_auroc"],
         "families": quality["auroc_per_family"],
         "report_to_image_recall_at_5": quality["report_to_image_recall_at_5"],
