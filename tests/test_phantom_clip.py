@@ -213,3 +213,34 @@ def test_training_resumes_after_an_interruption(tmp_path, monkeypatch):
     refit = train.train_dissector(out, **{**options, "refit": train.HeadRefit(images=8, steps=3)})
     assert 0 not in seeds and 1 not in seeds  # another refit reuses the finished epochs
     assert refit["head_refit"]["steps"] == 3
+
+
+def test_training_continues_from_trained_weights(tmp_path, monkeypatch):
+    import mammodissect.phantom.train as train
+
+    seeds: list[int] = []
+    real = train.generate
+
+    def counted(n, seed, settings=None):
+        seeds.append(seed)
+        return real(n, seed=seed, settings=settings)
+
+    monkeypatch.setattr(train, "generate", counted)
+    options = {"images": 8, "epochs": 2, "batch_size": 8, "held_out": 8, "progress": False,
+               "refit": train.HeadRefit(images=8, steps=2)}  # fmt: skip
+    first = tmp_path / "first.safetensors"
+    train.train_dissector(first, **options)
+    seeds.clear()
+    facts = train.train_dissector(tmp_path / "more.safetensors", init=first, **options)
+    assert seeds[:2] == [2, 3]  # the epochs after the two ``first`` saw, never a phantom again
+    assert facts["epochs_total"] == 4 and facts["continued_from"]["weights"] == "first.safetensors"
+    assert facts["continued_from"]["epochs_total"] == 2
+    before = load_dissector(f"phantom-clip:{first}").model.state_dict()
+    after = load_dissector(f"phantom-clip:{tmp_path / 'more.safetensors'}").model.state_dict()
+    stem = [k for k in before if k.startswith("image_encoder.conv_stem")]
+    last = [k for k in before if k.startswith("image_encoder.blocks.6") and "weight" in k]
+    assert stem and all(torch.equal(before[k], after[k]) for k in stem)  # frozen: as ``init``
+    assert any(not torch.equal(before[k], after[k]) for k in last)  # trained further
+    seeds.clear()
+    other = train.train_dissector(tmp_path / "s1.safetensors", init=first, seed=1, **options)
+    assert seeds[:2] == [1000, 1001] and other["epochs_total"] == 4  # another seed's stream

@@ -15,6 +15,7 @@ from mammodissect.config import RunConfig
 from mammodissect.errors import MammodissectError
 from mammodissect.evaluate.config import EvaluateConfig
 from mammodissect.finetune.config import FinetuneConfig
+from mammodissect.models.phantom_clip import BUNDLED_WEIGHTS
 from mammodissect.models.spec import PHANTOM_C_TASKS
 from mammodissect.options import add_flags, add_signature_flags, flag_values, numbers
 from mammodissect.phantom.train import HeadRefit, refit_dissector, train_dissector
@@ -432,10 +433,17 @@ def _add_phantom(sub: argparse._SubParsersAction) -> None:
         "held-out zero-shot quality; use it with --dissector phantom-clip:OUT.safetensors.",
     )
     train.add_argument("--out", required=True, help="output .safetensors file")
+    train.add_argument(
+        "--init",
+        metavar="WEIGHTS",
+        help="phantom-clip weights to train further ('bundled' or a .safetensors file) "
+        "instead of starting from ImageNet: a new cycle of --epochs epochs on new phantoms",
+    )
     add_signature_flags(train, train_dissector, (
         ("images", "new phantoms per epoch"),
         ("epochs", "epochs"),
         ("batch-size", "batch size"),
+        ("lr", "peak learning rate of the heads; the tower's is a third"),
         ("seed", "seed"),
         ("held-out", "held-out phantoms measured"),
         ("frozen-stages", "stages of the image tower kept as ImageNet made them"),
@@ -649,10 +657,14 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
             device=args.device, progress=not args.quiet,
         )  # fmt: skip
     else:
+        init = None
+        if args.init:
+            init = BUNDLED_WEIGHTS if args.init == "bundled" else Path(args.init).expanduser()
         facts = train_dissector(
             out, images=args.images, epochs=args.epochs, batch_size=args.batch_size,
-            seed=args.seed, held_out=args.held_out, frozen_stages=args.frozen_stages,
-            refit=refit, device=args.device, progress=not args.quiet,
+            lr=args.lr, seed=args.seed, held_out=args.held_out,
+            frozen_stages=args.frozen_stages, init=init, refit=refit, device=args.device,
+            progress=not args.quiet,
         )  # fmt: skip
     families = ", ".join(
         f"{k} {v:.2f}" for k, v in facts["auroc_per_family"].items() if v is not None

@@ -221,6 +221,21 @@ def refit_heads(
         scheduler.step()
 
 
+def _starting_model(init: Path | None, seed: int) -> tuple[PhantomClipModel, dict[str, Any]]:
+    """ImageNet's tower (``init`` None) or the phantom-clip weights ``init``, with what the
+    training needs of their facts: file name, seed, epochs in all and training seconds."""
+    if init is None:
+        return initial_model(seed), {}
+    model, facts = build_phantom_clip(Path(init))
+    before = {
+        "weights": Path(init).name,
+        "seed": facts.get("seed"),
+        "epochs_total": int(facts.get("epochs_total", facts.get("epochs", 0))),
+        "train_seconds": facts.get("train_seconds"),
+    }
+    return model, before
+
+
 def _frozen_modules(model: PhantomClipModel, stages: int) -> list[torch.nn.Module]:
     """The stem and the first ``stages`` stages of the image tower (kept as ImageNet made them)."""
     encoder: Any = model.image_encoder  # timm's EfficientNet
@@ -305,6 +320,7 @@ def train_dissector(
     lr: float = 3e-4,
     frozen_stages: int = 2,
     held_out: int = 500,
+    init: Path | None = None,
     refit: HeadRefit | None = None,
     settings: PhantomSettings | None = None,
     device: str = "cpu",
@@ -313,9 +329,14 @@ def train_dissector(
     """Train phantom-clip and write ``out`` (.safetensors + .json), resumable (``OUT.ckpt``).
 
     Every epoch sees ``images`` new phantoms (seeded ``seed * 1000 + epoch``), so the model
-    never sees a phantom twice. The stem and the first ``frozen_stages`` stages of the image
-    tower keep their ImageNet weights and batch-norm statistics (they see edges and dots,
-    which phantoms share with photographs; freezing them halves the CPU time per step).
+    never sees a phantom twice. ``init`` (phantom-clip weights, such as
+    :data:`~mammodissect.models.phantom_clip.BUNDLED_WEIGHTS`) continues a finished training
+    instead of starting from ImageNet: a new learning-rate cycle of ``epochs`` epochs whose
+    phantoms follow the ones ``init`` saw when its seed is ``seed`` (its epochs are counted
+    first; ``epochs_total`` in the facts). The stem and the first ``frozen_stages`` stages
+    of the image tower keep their ImageNet weights and batch-norm statistics (they see edges
+    and dots, which phantoms share with photographs; freezing them halves the CPU time per
+    step; with ``init``, they keep the weights of ``init``).
     Then ``refit`` (default :class:`HeadRefit`) refits the heads on the finished tower; the
     checkpoint holds the epochs only, so a rerun after an interruption, or with another
     ``refit``, redoes just this stage. Returns the facts written beside the weights:
@@ -335,8 +356,10 @@ def train_dissector(
     text = MiniLM()
     place = resolve_device(device)
     texts = _TrainingTexts.embed(text, concepts, place)
+    model, before = _starting_model(init, seed)
     # Module.to takes memory_format; torch's overloads do not say so
-    model = initial_model(seed).to(place, memory_format=torch.channels_last)  # type: ignore[call-overload]
+    model = model.to(place, memory_format=torch.channels_last)  # type: ignore[call-overload]
+    offset = int(before.get("epochs_total", 0)) if before.get("seed") == seed else 0
     frozen = _frozen_modules(model, frozen_stages)
     for module in frozen:
         module.requires_grad_(False)
@@ -355,6 +378,8 @@ def train_dissector(
         "frozen_stages": frozen_stages, "settings": repr(settings),
         "texts": len(texts.positives), "negatives": len(texts.negatives),
     }  # fmt: skip
+    if init is not None:  # kept out otherwise, so checkpoints of earlier versions resume
+        config.update({"init": before["weights"], "epoch_offset": offset})
     parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler,
              "generator": generator}  # fmt: skip
     checkpoint = _checkpoint(Path(out))
@@ -363,7 +388,7 @@ def train_dissector(
     bar = tqdm(total=steps, initial=first * math.ceil(images / batch_size),
                desc="training phantom-clip", disable=not progress)  # fmt: skip
     for epoch in range(first, epochs):
-        phantoms = generate(images, seed=seed * 1000 + epoch, settings=settings)
+        phantoms = generate(images, seed=seed * 1000 + offset + epoch, settings=settings)
         x = _inputs(phantoms)
         y = _presence(phantoms, concepts).to(place)
         report_features = _embed(text, [p.report for p in phantoms]).to(place)
@@ -388,6 +413,8 @@ def train_dissector(
     quality = evaluate_dissector(model, text, held_out, seed + _HELD_OUT_SEED_OFFSET, settings)
     facts = {
         "seed": seed, "images": images, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+        "epochs_total": int(before.get("epochs_total", 0)) + epochs,
+        **({"continued_from": before} if init is not None else {}),
         "frozen_stages": frozen_stages, "input_size": list(default_preprocess().size),
         "device": str(place),
         "text_targets": len(texts.positives), "text_negatives": len(texts.negatives),
