@@ -25,8 +25,8 @@ from mammodissect.rundir import CONCEPTS_FILE, EVALUATION_JSON, SUMMARY_FILE
 VARIANTS = ("G", "M", "C-density", "C-mass", "C-calcification", "C-birads")
 
 
-def _two(x: float) -> str:
-    return f"{x:.2f}"
+def _two(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
 
 
 def _evaluation_row(name: str, info: dict) -> str:
@@ -40,8 +40,8 @@ def _evaluation_row(name: str, info: dict) -> str:
         f"{_two(o['top1_match'])} / {_two(o['top5_match'])} / {_two(o['same_broad_category'])} | "
         f"{c['image_grounded_units']}; {_two(o['image_top1_match'])} "
         f"({_two(o['image_top1_match_low'])}-{_two(o['image_top1_match_high'])}) | {head} | "
-        f"{_two(s['bootstrap_survival'])} / {_two(s['noise_0.01_survival'])} / "
-        f"{_two(s['noise_0.02_survival'])} | {_two(o['auprc_ratio'])} |"
+        f"{_two(s['bootstrap_survival'])} / {_two(s.get('noise_0.01_survival'))} / "
+        f"{_two(s.get('noise_0.02_survival'))} | {_two(o['auprc_ratio'])} |"
     )
 
 
@@ -69,7 +69,7 @@ def main() -> int:
     flags = concept_sets.load(opts.demo / "M" / CONCEPTS_FILE).control
     print(f"controls in the concept set: {sum(f is True for f in flags) / len(flags):.1%} "
           f"of {len(flags)}")  # fmt: skip
-    print()
+    print("\n(noise survival '-': the variant was evaluated again with --noise none)")
     for name in VARIANTS:
         info = json.loads((opts.demo / name / EVALUATION_JSON).read_text())
         print(_evaluation_row(name, info))
