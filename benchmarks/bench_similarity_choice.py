@@ -83,7 +83,7 @@ def report(runs: dict[str, Path]) -> None:
     tables = {name: pd.read_csv(folder / SIMILARITIES_FILE).set_index("setting")
               for name, folder in runs.items()}  # fmt: skip
     m26, m77, a26, a77 = (tables[n] for n in ("M 2026", "M 7777", "M-ann 2026", "M-ann 7777"))
-    print("\nunits per run (planted; hidden; with an image-level concept; mask-grounded):")
+    print("\nunits per run (planted; hidden; mask-grounded; with an image-level concept):")
     for name in ("M 2026", "M 7777"):
         row = tables[name].iloc[0]
         print(f"  {name}: {row['planted_units']}; {row['units']}; {row['grounded_units']}; "
