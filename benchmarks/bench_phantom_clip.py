@@ -3,6 +3,7 @@ the training curve): per-concept AUROC (median and mean), per family, report-to-
 on phantoms of the held-out seed the training itself measures with (seed + 1,000,003).
 
     python benchmarks/bench_phantom_clip.py runs/weights/phantom_clip.ckpt   # a checkpoint
+    python benchmarks/bench_phantom_clip.py runs/weights/phantom_clip.safetensors  # weights
     python benchmarks/bench_phantom_clip.py                                  # the bundled weights
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -25,17 +27,22 @@ from mammodissect.phantom.train import _HELD_OUT_SEED_OFFSET, evaluate_dissector
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("checkpoint", nargs="?", help="OUT.ckpt of a training (default: bundled)")
+    parser.add_argument(
+        "checkpoint", nargs="?",
+        help="OUT.ckpt of a training or OUT.safetensors weights (default: bundled)",
+    )  # fmt: skip
     parser.add_argument("--images", type=int, default=500, help="held-out phantoms (500)")
     opts = parser.parse_args()
-    epochs, seed = None, 0
-    if opts.checkpoint:
+    if opts.checkpoint and not opts.checkpoint.endswith(".safetensors"):
         state = torch.load(opts.checkpoint, map_location="cpu", weights_only=False)
         model = PhantomClipModel()
         model.load_state_dict(state["model"])
-        epochs, seed = state["epoch"] + 1, state["config"]["seed"]
+        # epochs in all: those of the weights a continued training started from come first
+        epochs = state["epoch"] + 1 + state["config"].get("epoch_offset", 0)
+        seed = state["config"]["seed"]
     else:
-        model, _ = build_phantom_clip(None)
+        model, facts = build_phantom_clip(Path(opts.checkpoint) if opts.checkpoint else None)
+        epochs, seed = facts.get("epochs_total", facts.get("epochs")), facts.get("seed", 0)
     quality = evaluate_dissector(model.eval(), MiniLM(), opts.images, seed + _HELD_OUT_SEED_OFFSET)
     measured = {c: v for c, v in quality["auroc_per_concept"].items() if v is not None}
     aurocs = list(measured.values())
