@@ -80,6 +80,23 @@ def test_train_command_writes_loadable_weights(tmp_path, capsys):
     assert dissector.info["images"] == 32
 
 
+def test_train_command_continues_the_bundled_weights(tmp_path, capsys):
+    out = tmp_path / "more.safetensors"
+    tiny = ["--images", "16", "--epochs", "1", "--batch-size", "16", "--held-out", "24",
+            "--refit-images", "16", "--refit-steps", "2", "--quiet"]  # fmt: skip
+    code = main(["phantom", "train-dissector", "--out", str(out), "--init", "bundled",
+                 "--lr", "1e-4", *tiny])  # fmt: skip
+    assert code == 0
+    facts = json.loads(out.with_suffix(".json").read_text())
+    assert facts["continued_from"]["weights"] == BUNDLED_WEIGHTS.name
+    assert facts["epochs_total"] == facts["continued_from"]["epochs_total"] + 1 == 17
+    assert facts["lr"] == 1e-4
+    capsys.readouterr()
+    missing = main(["phantom", "train-dissector", "--out", str(tmp_path / "x.safetensors"),
+                    "--init", str(tmp_path / "nothere.safetensors"), *tiny])  # fmt: skip
+    assert missing != 0 and "'nothere.safetensors' not found" in capsys.readouterr().err
+
+
 def test_refit_keeps_the_tower_and_records_what_it_refit(tmp_path, capsys):
     out = tmp_path / "refit.safetensors"
     code = main([
