@@ -22,7 +22,11 @@ import torch
 
 from mammodissect.models.phantom_clip import MiniLM, PhantomClipModel, build_phantom_clip
 from mammodissect.phantom import PHANTOM_CONCEPTS
-from mammodissect.phantom.train import _HELD_OUT_SEED_OFFSET, evaluate_dissector
+from mammodissect.phantom.train import (
+    _HELD_OUT_SEED_OFFSET,
+    epochs_in_all,
+    evaluate_dissector,
+)
 
 
 def main() -> int:
@@ -42,7 +46,7 @@ def main() -> int:
         seed = state["config"]["seed"]
     else:
         model, facts = build_phantom_clip(Path(opts.checkpoint) if opts.checkpoint else None)
-        epochs, seed = facts.get("epochs_total", facts.get("epochs")), facts.get("seed", 0)
+        epochs, seed = epochs_in_all(facts), facts.get("seed", 0)
     quality = evaluate_dissector(model.eval(), MiniLM(), opts.images, seed + _HELD_OUT_SEED_OFFSET)
     measured = {c: v for c, v in quality["auroc_per_concept"].items() if v is not None}
     aurocs = list(measured.values())

@@ -15,7 +15,7 @@ from mammodissect.config import RunConfig
 from mammodissect.errors import MammodissectError
 from mammodissect.evaluate.config import EvaluateConfig
 from mammodissect.finetune.config import FinetuneConfig
-from mammodissect.models.phantom_clip import BUNDLED_WEIGHTS
+from mammodissect.models.phantom_clip import weights_path
 from mammodissect.models.spec import PHANTOM_C_TASKS
 from mammodissect.options import add_flags, add_signature_flags, flag_values, numbers
 from mammodissect.phantom.train import HeadRefit, refit_dissector, train_dissector
@@ -458,7 +458,9 @@ def _add_phantom(sub: argparse._SubParsersAction) -> None:
         "from it, stay as they are.",
     )
     refit.add_argument("--out", required=True, help="output .safetensors file")
-    refit.add_argument("--weights", help="phantom-clip weights to start from (default: bundled)")
+    refit.add_argument(
+        "--weights", help="phantom-clip weights to start from ('bundled', the default, or a file)"
+    )
     add_signature_flags(
         refit, refit_dissector, (("seed", "seed"), ("held-out", "held-out phantoms measured"))
     )
@@ -651,15 +653,13 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
         raise MammodissectError(f"output {out.name!r} must end in .safetensors")
     refit = HeadRefit(images=args.refit_images, steps=args.refit_steps)
     if args.action == "refit-dissector":
-        weights = Path(args.weights) if args.weights else None
+        weights = weights_path(args.weights) if args.weights else None
         facts = refit_dissector(
             out, weights=weights, refit=refit, seed=args.seed, held_out=args.held_out,
             device=args.device, progress=not args.quiet,
         )  # fmt: skip
     else:
-        init = None
-        if args.init:
-            init = BUNDLED_WEIGHTS if args.init == "bundled" else Path(args.init).expanduser()
+        init = weights_path(args.init) if args.init else None  # None: from ImageNet
         facts = train_dissector(
             out, images=args.images, epochs=args.epochs, batch_size=args.batch_size,
             lr=args.lr, seed=args.seed, held_out=args.held_out,

@@ -42,6 +42,7 @@ __all__ = [
     "PhantomClipModel",
     "build_phantom_clip",
     "save_phantom_clip",
+    "weights_path",
 ]
 
 log = logging.getLogger(__name__)
@@ -205,10 +206,15 @@ def build_phantom_clip(path: Path | None) -> tuple[PhantomClipModel, dict[str, A
     return model.eval(), facts
 
 
+def weights_path(name: str) -> Path:
+    """The phantom-clip weights a user names: ``bundled`` (or nothing) for the bundled ones,
+    else a .safetensors path (``~`` expanded), as in ``phantom-clip:NAME``."""
+    return BUNDLED_WEIGHTS if name in ("", "bundled") else Path(name).expanduser()
+
+
 def _load(spec: ModelSpec) -> PhantomClipDissector:
-    path = None if spec.name in ("", "bundled") else Path(spec.name).expanduser()
-    model, facts = build_phantom_clip(path)
-    weights = path or BUNDLED_WEIGHTS
+    weights = weights_path(spec.name)
+    model, facts = build_phantom_clip(weights)
     identity = {"spec": spec.public(), "weights": file_identity(weights)}
     info: dict[str, Any] = {
         "architecture": "phantom-clip (EfficientNet-Lite0 + all-MiniLM-L6-v2)",

@@ -54,6 +54,7 @@ from mammodissect.phantom.lexicon import text_negatives, training_texts
 
 __all__ = [
     "HeadRefit",
+    "epochs_in_all",
     "evaluate_dissector",
     "initial_model",
     "refit_dissector",
@@ -230,10 +231,16 @@ def _starting_model(init: Path | None, seed: int) -> tuple[PhantomClipModel, dic
     before = {
         "weights": Path(init).name,
         "seed": facts.get("seed"),
-        "epochs_total": int(facts.get("epochs_total", facts.get("epochs", 0))),
+        "epochs_total": epochs_in_all(facts),
         "train_seconds": facts.get("train_seconds"),
     }
     return model, before
+
+
+def epochs_in_all(facts: dict[str, Any]) -> int:
+    """The epochs behind phantom-clip weights, from their facts: a continued training's
+    ``epochs_total``, else ``epochs`` (0 when the facts say neither)."""
+    return int(facts.get("epochs_total", facts.get("epochs", 0)))
 
 
 def _frozen_modules(model: PhantomClipModel, stages: int) -> list[torch.nn.Module]:
@@ -359,7 +366,8 @@ def train_dissector(
     model, before = _starting_model(init, seed)
     # Module.to takes memory_format; torch's overloads do not say so
     model = model.to(place, memory_format=torch.channels_last)  # type: ignore[call-overload]
-    offset = int(before.get("epochs_total", 0)) if before.get("seed") == seed else 0
+    epochs_before = int(before.get("epochs_total", 0))
+    offset = epochs_before if before.get("seed") == seed else 0
     frozen = _frozen_modules(model, frozen_stages)
     for module in frozen:
         module.requires_grad_(False)
@@ -413,7 +421,7 @@ def train_dissector(
     quality = evaluate_dissector(model, text, held_out, seed + _HELD_OUT_SEED_OFFSET, settings)
     facts = {
         "seed": seed, "images": images, "epochs": epochs, "batch_size": batch_size, "lr": lr,
-        "epochs_total": int(before.get("epochs_total", 0)) + epochs,
+        "epochs_total": epochs_before + epochs,
         **({"continued_from": before} if init is not None else {}),
         "frozen_stages": frozen_stages, "input_size": list(default_preprocess().size),
         "device": str(place),
