@@ -19,6 +19,7 @@ import argparse
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -37,7 +38,9 @@ LAYERS = "image_encoder.blocks.*.*"
 def _cli(*args: str | Path | int) -> None:
     command = [sys.executable, "-m", "mammodissect", *map(str, args)]
     print("$", " ".join(command[2:]), flush=True)
+    started = time.perf_counter()
     subprocess.run(command, check=True)
+    print(f"({time.perf_counter() - started:.0f} s)", flush=True)
 
 
 def make(root: Path) -> dict[str, Path]:
