@@ -5,6 +5,10 @@ on phantoms of the held-out seed the training itself measures with (seed + 1,000
     python benchmarks/bench_phantom_clip.py runs/weights/phantom_clip.ckpt   # a checkpoint
     python benchmarks/bench_phantom_clip.py runs/weights/phantom_clip.safetensors  # weights
     python benchmarks/bench_phantom_clip.py                                  # the bundled weights
+
+The held-out phantoms are drawn at the model's input size unless ``--phantom-size HxW`` says
+otherwise: weights trained at different sizes compare on the same phantoms with one
+``--phantom-size`` (each model resizes them to its own input).
 """
 
 from __future__ import annotations
@@ -20,8 +24,15 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import numpy as np
 import torch
 
-from mammodissect.models.phantom_clip import MiniLM, PhantomClipModel, build_phantom_clip
-from mammodissect.phantom import PHANTOM_CONCEPTS
+from mammodissect.models.phantom_clip import (
+    PHANTOM_CLIP_SIZE,
+    MiniLM,
+    PhantomClipModel,
+    build_phantom_clip,
+    weights_input_size,
+)
+from mammodissect.models.preprocess import parse_image_size
+from mammodissect.phantom import PHANTOM_CONCEPTS, PhantomSettings
 from mammodissect.phantom.train import (
     _HELD_OUT_SEED_OFFSET,
     epochs_in_all,
@@ -36,6 +47,9 @@ def main() -> int:
         help="OUT.ckpt of a training or OUT.safetensors weights (default: bundled)",
     )  # fmt: skip
     parser.add_argument("--images", type=int, default=500, help="held-out phantoms (500)")
+    parser.add_argument(
+        "--phantom-size", metavar="HxW", help="held-out phantoms' size (the model's input size)"
+    )
     opts = parser.parse_args()
     if opts.checkpoint and not opts.checkpoint.endswith(".safetensors"):
         state = torch.load(opts.checkpoint, map_location="cpu", weights_only=False)
@@ -44,16 +58,23 @@ def main() -> int:
         # epochs in all: those of the weights a continued training started from come first
         epochs = state["epoch"] + 1 + state["config"].get("epoch_offset", 0)
         seed = state["config"]["seed"]
+        size = tuple(state["config"].get("input_size", PHANTOM_CLIP_SIZE))
     else:
         model, facts = build_phantom_clip(Path(opts.checkpoint) if opts.checkpoint else None)
         epochs, seed = epochs_in_all(facts), facts.get("seed", 0)
-    quality = evaluate_dissector(model.eval(), MiniLM(), opts.images, seed + _HELD_OUT_SEED_OFFSET)
+        size = weights_input_size(facts)
+    drawn = parse_image_size(opts.phantom_size) or size
+    quality = evaluate_dissector(
+        model.eval(), MiniLM(), opts.images, seed + _HELD_OUT_SEED_OFFSET,
+        PhantomSettings(size=drawn), size,
+    )  # fmt: skip
     measured = {c: v for c, v in quality["auroc_per_concept"].items() if v is not None}
     aurocs = list(measured.values())
     # a single view cannot show an asymmetry (a comparison with the other breast)
     others = [v for c, v in measured.items() if PHANTOM_CONCEPTS[c] != "asymmetry"]
     print(json.dumps({
         "epochs_done": epochs, "held_out": opts.images,
+        "input_size": "x".join(map(str, size)), "phantom_size": "x".join(map(str, drawn)),
         "median_concept_auroc": round(float(np.median(aurocs)), 4),
         "median_concept_auroc_without_asymmetries": round(float(np.median(others)), 4),
         "concepts_at_least_0.95": f"{sum(v >= 0.95 for v in aurocs)} of {len(aurocs)}",

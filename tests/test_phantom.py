@@ -70,6 +70,7 @@ def test_same_seed_same_phantoms_and_prefix_property() -> None:
         assert a.report == b.report
         assert all(np.array_equal(a.masks[c], b.masks[c]) for c in a.masks)
     assert generate(4, seed=3) == first[:4]
+    assert generate(8, seed=3, workers=2) == first  # drawn by two processes: the same set
     other = generate(8, seed=4)
     assert all(not np.array_equal(a.pixels, b.pixels) for a, b in zip(first, other, strict=True))
     assert [p.report for p in first] != [p.report for p in other]
@@ -273,6 +274,8 @@ def test_bad_arguments_raise() -> None:
         generate(-1)
     with pytest.raises(MammodissectError):
         generate(2, seed=-3)
+    with pytest.raises(MammodissectError, match="workers must be an integer >= 1, got 0"):
+        generate(2, workers=0)
 
 
 # --------------------------------------------------------------------------- files

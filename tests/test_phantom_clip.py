@@ -85,7 +85,7 @@ def test_train_command_continues_the_bundled_weights(tmp_path, capsys):
     tiny = ["--images", "16", "--epochs", "1", "--batch-size", "16", "--held-out", "24",
             "--refit-images", "16", "--refit-steps", "2", "--quiet"]  # fmt: skip
     code = main(["phantom", "train-dissector", "--out", str(out), "--init", "bundled",
-                 "--lr", "1e-4", *tiny])  # fmt: skip
+                 "--lr", "1e-4", "--workers", "2", *tiny])  # fmt: skip
     assert code == 0
     facts = json.loads(out.with_suffix(".json").read_text())
     assert facts["continued_from"]["weights"] == BUNDLED_WEIGHTS.name
@@ -198,11 +198,11 @@ def test_training_resumes_after_an_interruption(tmp_path, monkeypatch):
     real = train.generate
     kill = [True]
 
-    def counted(n, seed, settings=None):
+    def counted(n, seed, settings=None, workers=1):
         seeds.append(seed)
         if seed == 1 and kill.pop():  # the first run dies as epoch 2 starts
             raise InterruptedError("killed")
-        return real(n, seed=seed, settings=settings)
+        return real(n, seed=seed, settings=settings, workers=workers)
 
     monkeypatch.setattr(train, "generate", counted)
     options = {"images": 8, "epochs": 2, "batch_size": 8, "held_out": 8, "progress": False,
@@ -238,9 +238,9 @@ def test_training_continues_from_trained_weights(tmp_path, monkeypatch):
     seeds: list[int] = []
     real = train.generate
 
-    def counted(n, seed, settings=None):
+    def counted(n, seed, settings=None, workers=1):
         seeds.append(seed)
-        return real(n, seed=seed, settings=settings)
+        return real(n, seed=seed, settings=settings, workers=workers)
 
     monkeypatch.setattr(train, "generate", counted)
     options = {"images": 8, "epochs": 2, "batch_size": 8, "held_out": 8, "progress": False,
@@ -261,3 +261,39 @@ def test_training_continues_from_trained_weights(tmp_path, monkeypatch):
     seeds.clear()
     other = train.train_dissector(tmp_path / "s1.safetensors", init=first, seed=1, **options)
     assert seeds[:2] == [1000, 1001] and other["epochs_total"] == 4  # another seed's stream
+
+
+def test_training_at_another_input_size_draws_loads_and_refits_at_it(tmp_path, monkeypatch):
+    import mammodissect.phantom.train as train
+
+    sizes: list[tuple[int, int]] = []
+    real = train.generate
+
+    def counted(n, seed, settings=None, workers=1):
+        sizes.append(settings.size)
+        return real(n, seed=seed, settings=settings, workers=workers)
+
+    monkeypatch.setattr(train, "generate", counted)
+    options = {"images": 8, "epochs": 1, "batch_size": 8, "held_out": 8, "progress": False,
+               "refit": train.HeadRefit(images=8, steps=2)}  # fmt: skip
+    small = tmp_path / "small.safetensors"
+    facts = train.train_dissector(small, input_size=(128, 80), **options)
+    assert set(sizes) == {(128, 80)}  # epochs, refit and held-out phantoms all drawn at it
+    assert facts["input_size"] == [128, 80]
+    assert torch.load(small.with_suffix(".ckpt"), weights_only=False)["config"]["input_size"]
+    dissector = load_dissector(f"phantom-clip:{small}")
+    assert dissector.preprocess.size == (128, 80) and dissector.info["input_size"] == [128, 80]
+    assert load_target(f"phantom-clip:{small}").preprocess.size == (128, 80)
+    sizes.clear()
+    more = train.train_dissector(tmp_path / "more.safetensors", init=small, **options)
+    assert more["input_size"] == [128, 80] and set(sizes) == {(128, 80)}  # the init's size
+    sizes.clear()
+    refit = train.refit_dissector(tmp_path / "refit.safetensors", weights=small,
+                                  refit=train.HeadRefit(images=8, steps=2), held_out=8,
+                                  progress=False)  # fmt: skip
+    assert refit["input_size"] == [128, 80] and set(sizes) == {(128, 80)}
+    default = train.train_dissector(tmp_path / "d.safetensors", **options)
+    assert default["input_size"] == [320, 192]
+    # the default size stays out of the checkpoint's settings: older checkpoints still resume
+    config = torch.load(tmp_path / "d.ckpt", weights_only=False)["config"]
+    assert "input_size" not in config

@@ -16,6 +16,7 @@ from mammodissect.errors import MammodissectError
 from mammodissect.evaluate.config import EvaluateConfig
 from mammodissect.finetune.config import FinetuneConfig
 from mammodissect.models.phantom_clip import weights_path
+from mammodissect.models.preprocess import parse_image_size
 from mammodissect.models.spec import PHANTOM_C_TASKS
 from mammodissect.options import add_flags, add_signature_flags, flag_values, numbers
 from mammodissect.phantom.train import HeadRefit, refit_dissector, train_dissector
@@ -439,6 +440,12 @@ def _add_phantom(sub: argparse._SubParsersAction) -> None:
         help="phantom-clip weights to train further ('bundled' or a .safetensors file) "
         "instead of starting from ImageNet: a new cycle of --epochs epochs on new phantoms",
     )
+    train.add_argument(
+        "--input-size",
+        metavar="HxW",
+        help="the image tower's input, HEIGHTxWIDTH (default: that of --init, else 320x192); "
+        "the phantoms are drawn at this size, and every loader of the weights resizes to it",
+    )
     add_signature_flags(train, train_dissector, (
         ("images", "new phantoms per epoch"),
         ("epochs", "epochs"),
@@ -447,6 +454,7 @@ def _add_phantom(sub: argparse._SubParsersAction) -> None:
         ("seed", "seed"),
         ("held-out", "held-out phantoms measured"),
         ("frozen-stages", "stages of the image tower kept as ImageNet made them"),
+        ("workers", "processes drawing the phantoms (the same phantoms whatever the count)"),
     ))  # fmt: skip
     _add_refit_flags(train)
     refit = actions.add_parser(
@@ -462,8 +470,11 @@ def _add_phantom(sub: argparse._SubParsersAction) -> None:
         "--weights", help="phantom-clip weights to start from ('bundled', the default, or a file)"
     )
     add_signature_flags(
-        refit, refit_dissector, (("seed", "seed"), ("held-out", "held-out phantoms measured"))
-    )
+        refit, refit_dissector, (
+            ("seed", "seed"), ("held-out", "held-out phantoms measured"),
+            ("workers", "processes drawing the phantoms (the same phantoms whatever the count)"),
+        ),
+    )  # fmt: skip
     _add_refit_flags(refit)
     target = actions.add_parser(
         "train-target",
@@ -656,15 +667,16 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
         weights = weights_path(args.weights) if args.weights else None
         facts = refit_dissector(
             out, weights=weights, refit=refit, seed=args.seed, held_out=args.held_out,
-            device=args.device, progress=not args.quiet,
+            workers=args.workers, device=args.device, progress=not args.quiet,
         )  # fmt: skip
     else:
         init = weights_path(args.init) if args.init else None  # None: from ImageNet
         facts = train_dissector(
             out, images=args.images, epochs=args.epochs, batch_size=args.batch_size,
             lr=args.lr, seed=args.seed, held_out=args.held_out,
-            frozen_stages=args.frozen_stages, init=init, refit=refit, device=args.device,
-            progress=not args.quiet,
+            frozen_stages=args.frozen_stages, init=init,
+            input_size=parse_image_size(args.input_size), refit=refit, workers=args.workers,
+            device=args.device, progress=not args.quiet,
         )  # fmt: skip
     families = ", ".join(
         f"{k} {v:.2f}" for k, v in facts["auroc_per_family"].items() if v is not None

@@ -42,6 +42,7 @@ __all__ = [
     "PhantomClipModel",
     "build_phantom_clip",
     "save_phantom_clip",
+    "weights_input_size",
     "weights_path",
 ]
 
@@ -133,9 +134,17 @@ class PhantomClipModel(nn.Module):
         return F.normalize(self.text_projection(sentence), dim=-1)
 
 
-def default_preprocess() -> ImagePreprocess:
-    """phantom-clip's input: min-max, resize to 320 x 192, Lite0's 0.5/0.5 normalisation."""
-    return ImagePreprocess(PHANTOM_CLIP_SIZE, _LITE_MEAN, _LITE_STD, name="imagenet")
+def default_preprocess(size: tuple[int, int] = PHANTOM_CLIP_SIZE) -> ImagePreprocess:
+    """phantom-clip's input: min-max, resize to ``size`` (height, width; 320 x 192 unless the
+    weights were trained at another, :func:`weights_input_size`), Lite0's 0.5/0.5 scaling."""
+    return ImagePreprocess((int(size[0]), int(size[1])), _LITE_MEAN, _LITE_STD, name="imagenet")
+
+
+def weights_input_size(facts: dict[str, Any]) -> tuple[int, int]:
+    """The input size (height, width) phantom-clip weights were trained at, from their facts
+    (``input_size``; :data:`PHANTOM_CLIP_SIZE` for weights whose facts do not say)."""
+    height, width = facts.get("input_size") or PHANTOM_CLIP_SIZE
+    return int(height), int(width)
 
 
 class PhantomClipDissector(TorchDissector):
@@ -144,11 +153,18 @@ class PhantomClipDissector(TorchDissector):
     text_limit = _TEXT_MAX_LENGTH
     model: PhantomClipModel
 
-    def __init__(self, model: PhantomClipModel, spec: str, identity: dict, info: dict):
+    def __init__(
+        self,
+        model: PhantomClipModel,
+        spec: str,
+        identity: dict,
+        info: dict,
+        size: tuple[int, int] = PHANTOM_CLIP_SIZE,
+    ):
         self.model = model.eval()
         self.image_module = model
         self.text = _shared_minilm()
-        self.preprocess = default_preprocess()
+        self.preprocess = default_preprocess(size)
         self.spec, self.identity, self.info = spec, identity, info
 
     def to(self, device: torch.device | str) -> PhantomClipDissector:
@@ -216,12 +232,14 @@ def _load(spec: ModelSpec) -> PhantomClipDissector:
     weights = weights_path(spec.name)
     model, facts = build_phantom_clip(weights)
     identity = {"spec": spec.public(), "weights": file_identity(weights)}
+    size = weights_input_size(facts)
     info: dict[str, Any] = {
         "architecture": "phantom-clip (EfficientNet-Lite0 + all-MiniLM-L6-v2)",
         "weights": weights.name,
         **{k: facts[k] for k in ("seed", "images", "epochs") if k in facts},
+        "input_size": list(size),
     }
-    return PhantomClipDissector(model, spec.public(), identity, info)
+    return PhantomClipDissector(model, spec.public(), identity, info, size)
 
 
 @register("phantom-clip", "dissector")

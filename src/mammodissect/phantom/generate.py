@@ -10,7 +10,10 @@ are then mirrored. The labels are read off the masks, so they always agree with 
 
 from __future__ import annotations
 
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -246,7 +249,9 @@ def _anatomy_masks(scene: Scene, density: str) -> dict[str, np.ndarray]:
     return masks
 
 
-def generate(n: int, seed: int = 0, settings: PhantomSettings | None = None) -> list[Phantom]:
+def generate(
+    n: int, seed: int = 0, settings: PhantomSettings | None = None, workers: int = 1
+) -> list[Phantom]:
     """Generate ``n`` phantoms.
 
     Parameters
@@ -258,6 +263,9 @@ def generate(n: int, seed: int = 0, settings: PhantomSettings | None = None) -> 
         ``generate(10, s)[:5] == generate(5, s)``.
     settings : PhantomSettings, optional
         Size, normal fraction, finding rates, composition weights (defaults if omitted).
+    workers : int
+        Processes drawing them (1: in this process). The phantoms are the same whatever the
+        count; several pay where drawing dominates (large sizes, many cores beside a GPU).
 
     Returns
     -------
@@ -272,5 +280,15 @@ def generate(n: int, seed: int = 0, settings: PhantomSettings | None = None) -> 
         raise MammodissectError(f"number of phantoms must be a non-negative integer, got {n!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise MammodissectError(f"phantom seed must be a non-negative integer, got {seed!r}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise MammodissectError(f"phantom workers must be an integer >= 1, got {workers!r}")
     settings = settings if settings is not None else PhantomSettings()
-    return [make_phantom(i, int(seed), settings) for i in range(int(n))]
+    draw = partial(make_phantom, seed=int(seed), settings=settings)
+    if workers == 1 or n < 2:
+        return [draw(i) for i in range(int(n))]
+    # forkserver: children fork from a clean server process that imported this module once
+    # (never a forked copy of torch's thread pools, no import cost per pool after the first)
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    with ProcessPoolExecutor(min(workers, int(n)), mp_context=context) as pool:
+        return list(pool.map(draw, range(int(n)), chunksize=max(1, int(n) // (4 * workers))))

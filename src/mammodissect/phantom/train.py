@@ -43,11 +43,13 @@ from mammodissect.models import load_target
 from mammodissect.models.configured import resolve_device
 from mammodissect.models.phantom_clip import (
     BUNDLED_WEIGHTS,
+    PHANTOM_CLIP_SIZE,
     MiniLM,
     PhantomClipModel,
     build_phantom_clip,
     default_preprocess,
     save_phantom_clip,
+    weights_input_size,
 )
 from mammodissect.phantom import PHANTOM_CONCEPTS, Phantom, PhantomSettings, generate
 from mammodissect.phantom.lexicon import text_negatives, training_texts
@@ -119,10 +121,24 @@ def initial_model(seed: int) -> PhantomClipModel:
     return model
 
 
-def _inputs(phantoms: list[Phantom]) -> torch.Tensor:
-    preprocess = default_preprocess()
-    batch = torch.stack([preprocess(p.image) for p in phantoms])
-    return batch.contiguous(memory_format=torch.channels_last)
+@dataclass(frozen=True)
+class _Feed:
+    """How phantoms reach the model: drawn with ``settings`` by ``workers`` processes, resized
+    to the model's input ``size``."""
+
+    settings: PhantomSettings
+    size: tuple[int, int] = PHANTOM_CLIP_SIZE
+    workers: int = 1
+
+    def draw(self, n: int, seed: int) -> list[Phantom]:
+        """Phantoms ``0..n-1`` of the set ``seed``."""
+        return generate(n, seed=seed, settings=self.settings, workers=self.workers)
+
+    def inputs(self, phantoms: list[Phantom]) -> torch.Tensor:
+        """The model's input batch (channels last) of ``phantoms``."""
+        preprocess = default_preprocess(self.size)
+        batch = torch.stack([preprocess(p.image) for p in phantoms])
+        return batch.contiguous(memory_format=torch.channels_last)
 
 
 def _presence(phantoms: list[Phantom], concepts: list[str]) -> torch.Tensor:
@@ -188,9 +204,11 @@ class _TrainingTexts:
 
 
 @torch.inference_mode()
-def _tower_features(model: PhantomClipModel, phantoms: list[Phantom], batch: int = 64):
+def _tower_features(
+    model: PhantomClipModel, phantoms: list[Phantom], feed: _Feed, batch: int = 64
+) -> torch.Tensor:
     place = next(model.parameters()).device
-    x = _inputs(phantoms)
+    x = feed.inputs(phantoms)
     return torch.cat([model.image_encoder(b.to(place)) for b in x.split(batch)]).clone()
 
 
@@ -224,7 +242,8 @@ def refit_heads(
 
 def _starting_model(init: Path | None, seed: int) -> tuple[PhantomClipModel, dict[str, Any]]:
     """ImageNet's tower (``init`` None) or the phantom-clip weights ``init``, with what the
-    training needs of their facts: file name, seed, epochs in all and training seconds."""
+    training needs of their facts: file name, seed, epochs in all, training seconds and
+    input size."""
     if init is None:
         return initial_model(seed), {}
     model, facts = build_phantom_clip(Path(init))
@@ -233,6 +252,7 @@ def _starting_model(init: Path | None, seed: int) -> tuple[PhantomClipModel, dic
         "seed": facts.get("seed"),
         "epochs_total": epochs_in_all(facts),
         "train_seconds": facts.get("train_seconds"),
+        "input_size": list(weights_input_size(facts)),
     }
     return model, before
 
@@ -297,7 +317,7 @@ def _refit_stage(
     texts: _TrainingTexts,
     refit: HeadRefit,
     seed: int,
-    settings: PhantomSettings,
+    feed: _Feed,
     progress: bool,
 ) -> None:
     """:class:`HeadRefit`'s stage on ``model`` (in eval mode, on its device), in place: tower
@@ -306,12 +326,12 @@ def _refit_stage(
         return
     place = next(model.parameters()).device
     chunks = [
-        generate(min(_REFIT_CHUNK, refit.images - start), settings=settings,
-                 seed=seed + _REFIT_SEED_OFFSET + start // _REFIT_CHUNK)
+        feed.draw(min(_REFIT_CHUNK, refit.images - start),
+                  seed + _REFIT_SEED_OFFSET + start // _REFIT_CHUNK)
         for start in range(0, refit.images, _REFIT_CHUNK)
     ]  # fmt: skip
     phantoms = [p for chunk in chunks for p in chunk]
-    features = torch.cat([_tower_features(model, chunk) for chunk in chunks])
+    features = torch.cat([_tower_features(model, chunk, feed) for chunk in chunks])
     present = _presence(phantoms, sorted(PHANTOM_CONCEPTS)).to(place)
     reports = _embed(text, [p.report for p in phantoms]).to(place)
     refit_heads(model, features, present, reports, texts, refit, seed, progress)
@@ -328,8 +348,10 @@ def train_dissector(
     frozen_stages: int = 2,
     held_out: int = 500,
     init: Path | None = None,
+    input_size: tuple[int, int] | None = None,
     refit: HeadRefit | None = None,
     settings: PhantomSettings | None = None,
+    workers: int = 1,
     device: str = "cpu",
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -344,6 +366,11 @@ def train_dissector(
     of the image tower keep their ImageNet weights and batch-norm statistics (they see edges
     and dots, which phantoms share with photographs; freezing them halves the CPU time per
     step; with ``init``, they keep the weights of ``init``).
+    ``input_size`` (height, width) is the image tower's input (default: that of ``init``,
+    else :data:`~mammodissect.models.phantom_clip.PHANTOM_CLIP_SIZE`, 320 x 192); the facts
+    record it and every loader of the weights resizes to it. Without ``settings`` the
+    phantoms are drawn at that size too, so a larger input sees finer drawings, not
+    upsampled ones. ``workers`` processes draw them (the same phantoms whatever the count).
     Then ``refit`` (default :class:`HeadRefit`) refits the heads on the finished tower; the
     checkpoint holds the epochs only, so a rerun after an interruption, or with another
     ``refit``, redoes just this stage. Returns the facts written beside the weights:
@@ -358,12 +385,14 @@ def train_dissector(
     """
     started = time.perf_counter()
     torch.manual_seed(seed)
-    settings = settings or PhantomSettings()
     concepts = sorted(PHANTOM_CONCEPTS)
     text = MiniLM()
     place = resolve_device(device)
     texts = _TrainingTexts.embed(text, concepts, place)
     model, before = _starting_model(init, seed)
+    height, width = input_size or before.get("input_size", PHANTOM_CLIP_SIZE)
+    size = (int(height), int(width))
+    feed = _Feed(settings or PhantomSettings(size=size), size, workers)
     # Module.to takes memory_format; torch's overloads do not say so
     model = model.to(place, memory_format=torch.channels_last)  # type: ignore[call-overload]
     epochs_before = int(before.get("epochs_total", 0))
@@ -383,11 +412,14 @@ def train_dissector(
     generator = torch.Generator().manual_seed(seed)
     config = {
         "images": images, "epochs": epochs, "batch_size": batch_size, "seed": seed, "lr": lr,
-        "frozen_stages": frozen_stages, "settings": repr(settings),
+        "frozen_stages": frozen_stages, "settings": repr(feed.settings),
         "texts": len(texts.positives), "negatives": len(texts.negatives),
     }  # fmt: skip
-    if init is not None:  # kept out otherwise, so checkpoints of earlier versions resume
+    # kept out when not used, so checkpoints of earlier versions resume
+    if init is not None:
         config.update({"init": before["weights"], "epoch_offset": offset})
+    if size != PHANTOM_CLIP_SIZE:
+        config["input_size"] = list(size)
     parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler,
              "generator": generator}  # fmt: skip
     checkpoint = _checkpoint(Path(out))
@@ -396,8 +428,8 @@ def train_dissector(
     bar = tqdm(total=steps, initial=first * math.ceil(images / batch_size),
                desc="training phantom-clip", disable=not progress)  # fmt: skip
     for epoch in range(first, epochs):
-        phantoms = generate(images, seed=seed * 1000 + offset + epoch, settings=settings)
-        x = _inputs(phantoms)
+        phantoms = feed.draw(images, seed * 1000 + offset + epoch)
+        x = feed.inputs(phantoms)
         y = _presence(phantoms, concepts).to(place)
         report_features = _embed(text, [p.report for p in phantoms]).to(place)
         model.train()
@@ -415,19 +447,21 @@ def train_dissector(
     bar.close()
     model = model.eval()
     refit = refit or HeadRefit()
-    _refit_stage(model, text, texts, refit, seed, settings, progress)
+    _refit_stage(model, text, texts, refit, seed, feed, progress)
     model = model.to("cpu", memory_format=torch.contiguous_format)
     trained = spent + time.perf_counter() - started
-    quality = evaluate_dissector(model, text, held_out, seed + _HELD_OUT_SEED_OFFSET, settings)
+    quality = evaluate_dissector(
+        model, text, held_out, seed + _HELD_OUT_SEED_OFFSET, feed.settings, size, workers
+    )
     facts = {
         "seed": seed, "images": images, "epochs": epochs, "batch_size": batch_size, "lr": lr,
         "epochs_total": epochs_before + epochs,
         **({"continued_from": before} if init is not None else {}),
-        "frozen_stages": frozen_stages, "input_size": list(default_preprocess().size),
+        "frozen_stages": frozen_stages, "input_size": list(size),
         "device": str(place),
         "text_targets": len(texts.positives), "text_negatives": len(texts.negatives),
         "head_refit": asdict(refit),
-        "settings": repr(settings), "train_seconds": round(trained, 1),
+        "settings": repr(feed.settings), "train_seconds": round(trained, 1),
         "torch": torch.__version__, **quality,
     }  # fmt: skip
     save_phantom_clip(model, Path(out), facts)
@@ -442,6 +476,7 @@ def refit_dissector(
     seed: int = 0,
     held_out: int = 500,
     settings: PhantomSettings | None = None,
+    workers: int = 1,
     device: str = "cpu",
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -454,18 +489,21 @@ def refit_dissector(
     ``before_refit``; the new held-out quality (same seed ``seed + 1,000,003``) replaces it.
     """
     started = time.perf_counter()
-    settings = settings or PhantomSettings()
     refit = refit or HeadRefit()
     model, facts = build_phantom_clip(weights)
+    size = weights_input_size(facts)
+    feed = _Feed(settings or PhantomSettings(size=size), size, workers)
     source = Path(weights).name if weights is not None else BUNDLED_WEIGHTS.name
     text = MiniLM()
     place = resolve_device(device)
     texts = _TrainingTexts.embed(text, sorted(PHANTOM_CONCEPTS), place)
     model = model.to(place).eval()
-    _refit_stage(model, text, texts, refit, seed, settings, progress)
+    _refit_stage(model, text, texts, refit, seed, feed, progress)
     model = model.to("cpu")
     seconds = time.perf_counter() - started
-    quality = evaluate_dissector(model, text, held_out, seed + _HELD_OUT_SEED_OFFSET, settings)
+    quality = evaluate_dissector(
+        model, text, held_out, seed + _HELD_OUT_SEED_OFFSET, feed.settings, size, workers
+    )
     before = {k: facts.pop(k) for k in list(facts) if k in quality}
     facts.update({
         "refit_of": source, "refit_seed": seed, "head_refit": asdict(refit),
@@ -489,13 +527,17 @@ def evaluate_dissector(
     n: int,
     seed: int,
     settings: PhantomSettings | None = None,
+    size: tuple[int, int] = PHANTOM_CLIP_SIZE,
+    workers: int = 1,
 ) -> dict[str, Any]:
-    """Zero-shot quality on ``n`` held-out phantoms: AUROC of each concept string's cosine
+    """Zero-shot quality on ``n`` held-out phantoms (drawn with ``settings`` by ``workers``
+    processes, resized to the model's input ``size``): AUROC of each concept string's cosine
     for the concept's presence, per family (the best concept of the family as its score),
     and report-to-image recall@5."""
-    phantoms = generate(n, seed=seed, settings=settings or PhantomSettings())
+    feed = _Feed(settings or PhantomSettings(), size, workers)
+    phantoms = feed.draw(n, seed)
     concepts = sorted(PHANTOM_CONCEPTS)
-    images = torch.cat([model(b) for b in _inputs(phantoms).split(64)])
+    images = torch.cat([model(b) for b in feed.inputs(phantoms).split(64)])
     texts = model.embed_text_features(_embed(text, concepts))
     scores = (images @ texts.T).numpy()
     present = _presence(phantoms, concepts).numpy().astype(bool)
