@@ -44,16 +44,18 @@ from mammodissect.evaluate.masks import mask_source
 from mammodissect.evaluate.planted import PlantedLayer, plant, recovery
 from mammodissect.models import load_dissector
 from mammodissect.models.annotation_models import annotation_truth
-from mammodissect.phantom import generate, write_phantoms
+from mammodissect.models.preprocess import parse_image_size
+from mammodissect.phantom import PhantomSettings, generate, write_phantoms
 from mammodissect.probe import load_probe
 from mammodissect.record import RecordSettings, record_embeddings
 from mammodissect.similarity import SIMILARITIES, get_similarity
 
 
-def _probe(folder: Path, images: int, seed: int) -> Path:
-    manifest = folder / f"phantoms-s{seed}-n{images}" / "manifest.csv"
+def _probe(folder: Path, images: int, seed: int, settings: PhantomSettings) -> Path:
+    size = "" if settings.size == PhantomSettings().size else "-{}x{}".format(*settings.size)
+    manifest = folder / f"phantoms-s{seed}-n{images}{size}" / "manifest.csv"
     if not manifest.is_file():
-        write_phantoms(manifest.parent, generate(images, seed=seed))
+        write_phantoms(manifest.parent, generate(images, seed=seed, settings=settings))
     return manifest
 
 
@@ -90,6 +92,11 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=2026, help="probe phantoms' seed (2026)")
     parser.add_argument("--images", type=int, default=300, help="phantoms in the probe (300)")
     parser.add_argument("--audit-seed", type=int, help="audit on phantoms of this seed instead")
+    parser.add_argument(
+        "--phantom-size", metavar="HxW",
+        help="draw the phantoms at this size (default 320x192; a dissector trained at another "
+        "input size is measured on phantoms of its size)",
+    )  # fmt: skip
     parser.add_argument("--dissector", default="phantom-clip")
     parser.add_argument("--concepts", default="birads+controls")
     parser.add_argument("--work", help="folder for the phantoms (default: a temporary one)")
@@ -109,8 +116,9 @@ def main() -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(opts.work or tmp)
-        manifest = _probe(work, opts.images, opts.seed)
-        audited = _probe(work, opts.images, opts.audit_seed) if opts.audit_seed else manifest
+        drawn = PhantomSettings(size=parse_image_size(opts.phantom_size) or PhantomSettings().size)
+        manifest = _probe(work, opts.images, opts.seed, drawn)
+        audited = _probe(work, opts.images, opts.audit_seed, drawn) if opts.audit_seed else manifest
         concepts = concept_sets.load(opts.concepts)
         dissector = load_dissector(opts.dissector)
         found = audit(dissector, audited, concepts, bootstrap=0, quiet=True, num_workers=0)
@@ -153,7 +161,8 @@ def main() -> int:
         f"audit on seed {opts.audit_seed} (held out)" if opts.audit_seed else "audit on the probe"
     )
     print(
-        f"probe: {opts.images} phantoms, seed {opts.seed}; {where}; {opts.dissector} over "
+        f"probe: {opts.images} phantoms of {drawn.size[0]}x{drawn.size[1]}, seed {opts.seed}; "
+        f"{where}; {opts.dissector} over "
         f"{opts.concepts}; {units} planted units; {opts.similarity} with its defaults"
     )
     print(

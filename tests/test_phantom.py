@@ -302,3 +302,20 @@ def test_write_phantoms_round_trip(tmp_path: Path) -> None:
         assert all(np.array_equal(masks[c], p.masks[c]) for c in masks)
     with pytest.raises(MammodissectError):
         write_phantoms(tmp_path / "twice", phantoms + phantoms[:1])
+
+
+def test_write_command_draws_at_the_size_asked(tmp_path: Path, capsys) -> None:
+    from mammodissect.cli import main
+
+    out = tmp_path / "big"
+    args = ["phantom", "write", "--out", str(out), "--images", "3", "--seed", "5"]
+    assert main([*args, "--size", "128x80", "--workers", "2"]) == 0
+    probe = load_probe(out / "manifest.csv")
+    drawn = generate(3, seed=5, settings=PhantomSettings(size=(128, 80)))
+    for item, phantom in zip(probe, drawn, strict=True):
+        pixels = np.asarray(Image.open(item.path))
+        assert pixels.shape == (128, 80)
+        assert np.array_equal(pixels, np.rint(phantom.image * 65535).astype(pixels.dtype))
+    capsys.readouterr()
+    assert main([*args[:3], str(tmp_path / "bad"), *args[4:], "--size", "12x8"]) != 0
+    assert "phantom size 12 x 8 is too small" in capsys.readouterr().err

@@ -426,6 +426,10 @@ def _add_phantom(sub: argparse._SubParsersAction) -> None:
     write.add_argument("--out", required=True, help="output folder")
     write.add_argument("--images", type=int, default=200, help="number of phantoms (default 200)")
     write.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    write.add_argument("--size", metavar="HxW", help="phantom size HEIGHTxWIDTH (default 320x192)")
+    write.add_argument(
+        "--workers", type=int, default=1, help="processes drawing them (1; same phantoms)"
+    )
     train = actions.add_parser(
         "train-dissector",
         help="train phantom-clip on phantom image-report pairs (CPU, minutes)",
@@ -639,9 +643,12 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     if args.action == "write":
-        from mammodissect.phantom import generate, write_phantoms
+        from mammodissect.phantom import PhantomSettings, generate, write_phantoms
 
-        manifest = write_phantoms(Path(args.out), generate(args.images, seed=args.seed))
+        size = parse_image_size(args.size)
+        settings = PhantomSettings(size=size) if size else PhantomSettings()
+        drawn = generate(args.images, seed=args.seed, settings=settings, workers=args.workers)
+        manifest = write_phantoms(Path(args.out), drawn)
         print(f"wrote {args.images} phantoms; probe them with --probe {manifest}")
         return 0
     if args.action == "train-target":
