@@ -40,7 +40,7 @@ from mammodissect.models.preprocess import (
 )
 from mammodissect.models.registry import register
 from mammodissect.models.spec import ModelSpec
-from mammodissect.models.weights import load_state, strip_prefix
+from mammodissect.models.weights import load_state, strip_prefix, write_safetensors
 
 __all__ = [
     "MammoClipClassifier",
@@ -478,13 +478,10 @@ def load_mammoclip_classifier(spec: ModelSpec) -> Target:
 def convert(source: Path, out: Path) -> dict[str, Any]:
     """Write a Mammo-CLIP checkpoint's weights as ``out`` (.safetensors) and its configuration
     and facts as ``out`` with suffix .json (no optimizer state, no pickle)."""
-    from safetensors.torch import save_file
-
     if out.suffix != ".safetensors":
         raise MammodissectError(f"output {out.name!r} must end in .safetensors")
     state, config, facts = read_mammoclip(Path(source))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in state.items()}, str(out))
+    write_safetensors({k: v.contiguous() for k, v in state.items()}, out)
     meta = {"config": config, "facts": {**facts, "converted_from": Path(source).name}}
     out.with_suffix(".json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
     return {"tensors": len(state), "bytes": out.stat().st_size}

@@ -31,7 +31,7 @@ from mammodissect.models.base import Target, TorchDissector
 from mammodissect.models.preprocess import ImagePreprocess
 from mammodissect.models.registry import register
 from mammodissect.models.spec import ModelSpec, file_identity
-from mammodissect.models.weights import load_state
+from mammodissect.models.weights import load_state, write_safetensors
 
 __all__ = [
     "BUNDLED_WEIGHTS",
@@ -186,11 +186,8 @@ class PhantomClipDissector(TorchDissector):
 
 def save_phantom_clip(model: PhantomClipModel, path: Path, facts: dict[str, Any]) -> Path:
     """Write the trained weights (float16 safetensors) and a JSON of how they were made."""
-    from safetensors.torch import save_file
-
     state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(path))
+    write_safetensors(state, path)
     path.with_suffix(".json").write_text(json.dumps(facts, indent=2, default=str) + "\n")
     return path
 

@@ -13,12 +13,34 @@ from torch import nn
 from mammodissect.errors import MammodissectError
 from mammodissect.models.checkpoint import describe_state_keys
 
-__all__ = ["check_state", "load_state", "load_weights", "read_state_dict", "strip_prefix"]
+__all__ = [
+    "check_state",
+    "load_state",
+    "load_weights",
+    "read_state_dict",
+    "strip_prefix",
+    "write_safetensors",
+]
 
 log = logging.getLogger(__name__)
 
 _CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
 _LIST_LIMIT = 6
+
+
+def write_safetensors(state: dict[str, torch.Tensor], path: Path) -> Path:
+    """Write ``state`` (contiguous tensors) to the ``.safetensors`` file ``path``, whole or not
+    at all (a kill mid-write leaves any earlier file as it was), with the permissions any new
+    file of the user gets (the umask), not the owner-only mode of safetensors' ``save_file``:
+    weights meant for sharing, such as the package data, stay readable by others."""
+    from safetensors.torch import save
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.partial")
+    partial.write_bytes(save(state))
+    partial.replace(path)
+    return path
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:

@@ -29,6 +29,7 @@ from mammodissect.errors import MammodissectError
 from mammodissect.finetune import finetune
 from mammodissect.metrics import auroc
 from mammodissect.models import load_target
+from mammodissect.models.weights import write_safetensors
 from mammodissect.phantom.generate import generate
 from mammodissect.phantom.settings import PhantomSettings
 from mammodissect.phantom.write import write_phantoms
@@ -96,7 +97,7 @@ def train_target(
     dict
         The fine-tuning metrics (also in the sidecar).
     """
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     if task not in C_TASKS:
         choices = ", ".join(C_TASKS)
@@ -120,8 +121,7 @@ def train_target(
         for k, v in load_file(str(trained)).items()
     }
     sidecar = json.loads(trained.with_suffix(".json").read_text())
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(out))
+    write_safetensors(state, out)
     _write_json(out.with_suffix(".json"), sidecar)
     quality = evaluate_target(f"classifier:{out}", task, held_out, HELD_OUT_SEED, settings)
     sidecar["phantom_task"] = {
