@@ -7,8 +7,9 @@ with the annotation dissector (S = the probe's own annotations: a perfect dissec
 Steps whose output exists are skipped, so a rerun resumes; what it runs (the CLI, as a user
 would): ``mammodissect demo --out ROOT/demo`` (seed 2026), ``phantom write`` of 300 phantoms of
 seed 7777, ``run`` of M (phantom-clip's tower, every block) with phantom-clip and with the
-annotations as dissector on each probe, then ``evaluate --noise none --similarities ALL --top-k
-20,100`` of the six demo variants and of those runs (``similarities.csv`` in each).
+annotations as dissector on each probe, ``run`` of C-density on seed 7777 (the head check's
+second seed), then ``evaluate --noise none --similarities ALL --top-k 20,100`` of the six demo
+variants and of those runs (``similarities.csv`` in each).
 
     python benchmarks/bench_similarity_choice.py runs    # about an hour on 2 CPU cores, cold
 """
@@ -62,6 +63,11 @@ def make(root: Path) -> dict[str, Path]:
                 _cli("run", "--target", "phantom-clip", "--dissector", dissector,
                      "--probe", probe, "--concepts", "birads+controls", "--layers", LAYERS,
                      "--out", out, "--quiet")  # fmt: skip
+    out = runs["C-density 7777"] = root / "s7777-C-density"
+    if not (out / "run.json").is_file():
+        _cli("run", "--target", "phantom-c-density", "--dissector", "phantom-clip",
+             "--probe", probes["7777"], "--concepts", "birads+controls", "--layers", LAYERS,
+             "--out", out, "--quiet")  # fmt: skip
     for name, folder in runs.items():
         if not (folder / SIMILARITIES_FILE).is_file():
             probe = probes[name.split()[-1]]
@@ -79,6 +85,16 @@ def _cell(row: pd.Series, metric: str, interval: bool = False) -> str:
     if interval and low is not None and not pd.isna(low):
         text += f" ({low:.2f}-{high:.2f})"
     return text
+
+
+def _heads(rows: dict[str, pd.Series]) -> str:
+    """Head units with their class at rank 1 / in the top 5, in all and per variant."""
+    parts = {v: (int(r["head_units"]), round(r["head_units"] * r["head_top1_in_class"]),
+                 round(r["head_units"] * r["head_top5_in_class"]))
+             for v, r in rows.items() if r["head_units"] > 0}  # fmt: skip
+    top1, top5 = (sum(p[i] for p in parts.values()) for i in (1, 2))
+    per = ", ".join(f"{v} {t1}/{n}" for v, (n, t1, _) in parts.items())
+    return f"{top1} / {top5} of {sum(p[0] for p in parts.values())} ({per})"
 
 
 def report(runs: dict[str, Path]) -> None:
@@ -109,15 +125,12 @@ def report(runs: dict[str, Path]) -> None:
     for setting in m26.index:
         values = ", ".join(_cell(tables[f"{v} 2026"].loc[setting], "auprc_ratio") for v in VARIANTS)
         print(f"  {setting}: {values}")
-    print("\nclassifier-head check over the four C heads, rank 1 / top 5 in the unit's class:")
+    print("\nclassifier-head check, rank 1 / top 5 in the unit's class: the four C heads on "
+          "seed 2026; C-density's head on seed 7777:")  # fmt: skip
     for setting in m26.index:
-        rows = {v: tables[f"{v} 2026"].loc[setting] for v in HEADS}
-        parts = {v: (int(r["head_units"]), round(r["head_units"] * r["head_top1_in_class"]),
-                     round(r["head_units"] * r["head_top5_in_class"]))
-                 for v, r in rows.items() if r["head_units"] > 0}  # fmt: skip
-        top1, top5 = (sum(p[i] for p in parts.values()) for i in (1, 2))
-        per = ", ".join(f"{v} {t1}/{n}" for v, (n, t1, _) in parts.items())
-        print(f"  {setting}: {top1} / {top5} of {sum(p[0] for p in parts.values())} ({per})")
+        seed_2026 = _heads({v: tables[f"{v} 2026"].loc[setting] for v in HEADS})
+        seed_7777 = _heads({"C-density": tables["C-density 7777"].loc[setting]})
+        print(f"  {setting}: {seed_2026}; {seed_7777}")
     print("\nunits of M above their setting's own 99th-percentile null (seed 2026):")
     for setting in m26.index:
         row = m26.loc[setting]
