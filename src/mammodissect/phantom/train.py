@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -140,6 +141,11 @@ class _Feed:
         batch = torch.stack([preprocess(p.image) for p in phantoms])
         return batch.contiguous(memory_format=torch.channels_last)
 
+    def batches(self, phantoms: list[Phantom], batch: int = 64) -> Iterator[torch.Tensor]:
+        """:meth:`inputs` of ``batch`` phantoms at a time, in order (memory of one batch)."""
+        for start in range(0, len(phantoms), batch):
+            yield self.inputs(phantoms[start : start + batch])
+
 
 def _presence(phantoms: list[Phantom], concepts: list[str]) -> torch.Tensor:
     index = {c: i for i, c in enumerate(concepts)}
@@ -204,12 +210,9 @@ class _TrainingTexts:
 
 
 @torch.inference_mode()
-def _tower_features(
-    model: PhantomClipModel, phantoms: list[Phantom], feed: _Feed, batch: int = 64
-) -> torch.Tensor:
+def _tower_features(model: PhantomClipModel, phantoms: list[Phantom], feed: _Feed) -> torch.Tensor:
     place = next(model.parameters()).device
-    x = feed.inputs(phantoms)
-    return torch.cat([model.image_encoder(b.to(place)) for b in x.split(batch)]).clone()
+    return torch.cat([model.image_encoder(b.to(place)) for b in feed.batches(phantoms)]).clone()
 
 
 def refit_heads(
@@ -325,16 +328,17 @@ def _refit_stage(
     if not refit.active:
         return
     place = next(model.parameters()).device
-    chunks = [
-        feed.draw(min(_REFIT_CHUNK, refit.images - start),
-                  seed + _REFIT_SEED_OFFSET + start // _REFIT_CHUNK)
-        for start in range(0, refit.images, _REFIT_CHUNK)
-    ]  # fmt: skip
-    phantoms = [p for chunk in chunks for p in chunk]
-    features = torch.cat([_tower_features(model, chunk, feed) for chunk in chunks])
-    present = _presence(phantoms, sorted(PHANTOM_CONCEPTS)).to(place)
-    reports = _embed(text, [p.report for p in phantoms]).to(place)
-    refit_heads(model, features, present, reports, texts, refit, seed, progress)
+    features, present, reports = [], [], []
+    for start in range(0, refit.images, _REFIT_CHUNK):  # a chunk's phantoms at a time in memory
+        chunk = feed.draw(min(_REFIT_CHUNK, refit.images - start),
+                          seed + _REFIT_SEED_OFFSET + start // _REFIT_CHUNK)  # fmt: skip
+        features.append(_tower_features(model, chunk, feed))
+        present.append(_presence(chunk, sorted(PHANTOM_CONCEPTS)))
+        reports.append(_embed(text, [p.report for p in chunk]))
+    refit_heads(
+        model, torch.cat(features), torch.cat(present).to(place), torch.cat(reports).to(place),
+        texts, refit, seed, progress,
+    )  # fmt: skip
 
 
 def train_dissector(
@@ -429,14 +433,15 @@ def train_dissector(
                desc="training phantom-clip", disable=not progress)  # fmt: skip
     for epoch in range(first, epochs):
         phantoms = feed.draw(images, seed * 1000 + offset + epoch)
-        x = feed.inputs(phantoms)
         y = _presence(phantoms, concepts).to(place)
         report_features = _embed(text, [p.report for p in phantoms]).to(place)
         model.train()
         for module in frozen:
             module.eval()
         for idx in torch.randperm(images, generator=generator).split(batch_size):
-            loss = texts.loss(model, model(x[idx].to(place)), y[idx], report_features[idx])
+            # batch by batch: an epoch's inputs at once would need images x 3 x H x W floats
+            x = feed.inputs([phantoms[i] for i in idx.tolist()]).to(place)
+            loss = texts.loss(model, model(x), y[idx], report_features[idx])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -444,6 +449,7 @@ def train_dissector(
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}")
         _save_checkpoint(checkpoint, config, parts, epoch, spent + time.perf_counter() - started)
+        del phantoms  # before the next epoch's are drawn
     bar.close()
     model = model.eval()
     refit = refit or HeadRefit()
@@ -537,7 +543,7 @@ def evaluate_dissector(
     feed = _Feed(settings or PhantomSettings(), size, workers)
     phantoms = feed.draw(n, seed)
     concepts = sorted(PHANTOM_CONCEPTS)
-    images = torch.cat([model(b) for b in feed.inputs(phantoms).split(64)])
+    images = torch.cat([model(b) for b in feed.batches(phantoms)])
     texts = model.embed_text_features(_embed(text, concepts))
     scores = (images @ texts.T).numpy()
     present = _presence(phantoms, concepts).numpy().astype(bool)
