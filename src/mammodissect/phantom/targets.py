@@ -29,6 +29,7 @@ from mammodissect.errors import MammodissectError
 from mammodissect.finetune import finetune
 from mammodissect.metrics import auroc
 from mammodissect.models import load_target
+from mammodissect.models.phantom_clip import spec_input_size
 from mammodissect.models.weights import write_safetensors
 from mammodissect.phantom.generate import generate
 from mammodissect.phantom.settings import PhantomSettings
@@ -88,7 +89,9 @@ def train_target(
         Held-out phantoms (seed :data:`HELD_OUT_SEED`) the written file is measured on
         (:func:`evaluate_target`).
     settings:
-        Phantom settings (default: :class:`~mammodissect.phantom.settings.PhantomSettings`).
+        Phantom settings (default: :class:`~mammodissect.phantom.settings.PhantomSettings`
+        at the input size of ``base`` when it is phantom-clip weights, so that a C variant
+        trains on phantoms of its encoder's size).
     progress:
         Show progress bars.
 
@@ -105,15 +108,21 @@ def train_target(
     out = Path(out)
     if out.suffix != ".safetensors":
         raise MammodissectError(f"output {out.name!r} must end in .safetensors")
+    size = spec_input_size(base)  # None unless the base is phantom-clip weights
+    if settings is None:  # drawn at the base's own input size
+        settings = PhantomSettings(size=size) if size else PhantomSettings()
+    # the sidecar records the size: the classifier's loader rebuilds the base without its
+    # weights (the bundled file's architecture), so it cannot read the size from them
+    resize: dict[str, Any] = {"image_size": "x".join(map(str, size))} if size else {}
     work = out.with_name(f"{out.stem}-work")
     manifest = work / "probe" / "manifest.csv"
     if not manifest.is_file():
-        phantoms = generate(images, seed=TARGET_SEED + seed, settings=settings or PhantomSettings())
+        phantoms = generate(images, seed=TARGET_SEED + seed, settings=settings)
         write_phantoms(work / "probe", phantoms)
     run = work / "finetune"
     metrics = finetune(
         base, str(manifest), C_TASKS[task], run, epochs=epochs, batch_size=batch_size, lr=lr,
-        seed=seed, progress=progress,
+        seed=seed, progress=progress, **resize,
     )  # fmt: skip
     trained = run / metrics["checkpoint"]
     state = {
