@@ -312,3 +312,15 @@ def test_training_at_another_input_size_draws_loads_and_refits_at_it(tmp_path, m
     # the default size stays out of the checkpoint's settings: older checkpoints still resume
     config = torch.load(tmp_path / "d.ckpt", weights_only=False)["config"]
     assert "input_size" not in config
+
+
+def test_the_target_does_not_load_the_text_tower_and_the_dissector_does_when_asked():
+    from mammodissect.models import phantom_clip
+
+    phantom_clip._shared_minilm.cache_clear()
+    target = load_target("phantom-clip")
+    assert target.module is not None and phantom_clip._shared_minilm.cache_info().currsize == 0
+    dissector = load_dissector("phantom-clip").to("cpu")
+    assert phantom_clip._shared_minilm.cache_info().currsize == 0
+    texts = dissector.encode_texts(["oval mass"])
+    assert texts.shape == (1, 256) and phantom_clip._shared_minilm.cache_info().currsize == 1

@@ -177,14 +177,24 @@ class PhantomClipDissector(TorchDissector):
     ):
         self.model = model.eval()
         self.image_module = model
-        self.text = _shared_minilm()
+        self._text: MiniLM | None = None  # loaded on first use: the M target never needs it
+        self._device: torch.device | str = "cpu"
         self.preprocess = default_preprocess(size)
         self.spec, self.identity, self.info = spec, identity, info
 
+    @property
+    def text(self) -> MiniLM:
+        """The text tower (all-MiniLM-L6-v2), loaded when a text is first encoded."""
+        if self._text is None:
+            self._text = _shared_minilm().to(self._device)
+        return self._text
+
     def to(self, device: torch.device | str) -> PhantomClipDissector:
-        """Move both towers to ``device``."""
+        """Move both towers to ``device`` (the text tower when it is loaded)."""
         self.model.to(device)
-        self.text.to(device)
+        self._device = device
+        if self._text is not None:
+            self._text.to(device)
         return self
 
     def _embed_images(self, batch: torch.Tensor) -> torch.Tensor:
