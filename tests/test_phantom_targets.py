@@ -40,6 +40,14 @@ def test_train_target_writes_a_float16_classifier_equal_to_the_trained_one(tmp_p
     assert "image_encoder.blocks.6.0" in dict(shipped.module.named_modules())
 
 
+def test_train_target_command_fine_tunes_the_base_it_is_given(tmp_path, capsys):
+    code = main([
+        "phantom", "train-target", "--task", "mass", "--out", str(tmp_path / "c.safetensors"),
+        "--base", f"phantom-clip:{tmp_path / 'nothere.safetensors'}", "--images", "4", "--quiet",
+    ])  # fmt: skip
+    assert code != 0 and "'nothere.safetensors' not found" in capsys.readouterr().err
+
+
 def test_train_target_refuses_an_unknown_task_and_a_wrong_suffix(tmp_path):
     with pytest.raises(MammodissectError, match="unknown phantom task 'cancer'.*density"):
         train_target("cancer", tmp_path / "c.safetensors")

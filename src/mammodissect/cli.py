@@ -491,6 +491,11 @@ def _add_phantom(sub: argparse._SubParsersAction) -> None:
     )
     target.add_argument("--task", required=True, choices=PHANTOM_C_TASKS)
     target.add_argument("--out", required=True, help="output .safetensors file")
+    target.add_argument(
+        "--base", default="phantom-clip",
+        help="the encoder fine-tuned: phantom-clip (the bundled weights, the default) or "
+        "phantom-clip:W.safetensors; phantoms are drawn at its input size",
+    )  # fmt: skip
     target.add_argument("--images", type=int, default=2000, help="training phantoms (2000)")
     target.add_argument("--epochs", type=int, default=3, help="epochs (3)")
     target.add_argument("--batch-size", type=int, default=32, help="batch size (32)")
@@ -655,7 +660,7 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
         from mammodissect.phantom.targets import train_target
 
         metrics = train_target(
-            args.task, Path(args.out), images=args.images, epochs=args.epochs,
+            args.task, Path(args.out), base=args.base, images=args.images, epochs=args.epochs,
             batch_size=args.batch_size, lr=args.lr, seed=args.seed, held_out=args.held_out,
             progress=not args.quiet,
         )  # fmt: skip
