@@ -150,8 +150,13 @@ def spec_input_size(spec: str) -> tuple[int, int] | None:
     parsed = parse_spec(spec)
     if parsed.scheme != "phantom-clip":
         return None
-    sidecar = weights_path(parsed.name).with_suffix(".json")
-    return weights_input_size(json.loads(sidecar.read_text()) if sidecar.is_file() else {})
+    return weights_input_size(_facts(weights_path(parsed.name)))
+
+
+def _facts(weights: Path) -> dict[str, Any]:
+    """What the ``.json`` beside ``weights`` says of how they were made ({} without one)."""
+    sidecar = weights.with_suffix(".json")
+    return json.loads(sidecar.read_text()) if sidecar.is_file() else {}
 
 
 def weights_input_size(facts: dict[str, Any]) -> tuple[int, int]:
@@ -238,9 +243,7 @@ def build_phantom_clip(path: Path | None) -> tuple[PhantomClipModel, dict[str, A
         what="phantom-clip",
         hint="Was this file written by `mammodissect phantom train-dissector`?",
     )
-    sidecar = path.with_suffix(".json")
-    facts = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
-    return model.eval(), facts
+    return model.eval(), _facts(path)
 
 
 def weights_path(name: str) -> Path:
