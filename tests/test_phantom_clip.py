@@ -267,7 +267,9 @@ def test_training_at_another_input_size_draws_loads_and_refits_at_it(tmp_path, m
     import numpy as np
     from PIL import Image
 
+    import mammodissect.phantom.targets as targets
     import mammodissect.phantom.train as train
+    from mammodissect.finetune import finetune
     from mammodissect.models.phantom_clip import spec_input_size
     from mammodissect.phantom.targets import train_target
     from mammodissect.probe import load_probe
@@ -299,6 +301,20 @@ def test_training_at_another_input_size_draws_loads_and_refits_at_it(tmp_path, m
     probe = load_probe(tmp_path / "c_mass-work" / "probe" / "manifest.csv")
     assert np.asarray(Image.open(probe.items[0].path)).shape == (128, 80)
     assert load_target(f"classifier:{c_mass}").preprocess.size == (128, 80)
+    # finetune itself, given no image size, records the one the weightless rebuild would lose
+    direct = tmp_path / "direct"
+    manifest = tmp_path / "c_mass-work" / "probe" / "manifest.csv"
+    finetune(f"phantom-clip:{small}", str(manifest), "mass", direct, epochs=1,
+             batch_size=12, progress=False)  # fmt: skip
+    assert json.loads((direct / "classifier.json").read_text())["image_size"] == [128, 80]
+    assert load_target(f"classifier:{direct / 'classifier.safetensors'}").preprocess.size == (
+        128, 80,
+    )  # fmt: skip
+    # and a C variant measured on its own is measured on phantoms of its size
+    monkeypatch.setattr(targets, "generate", counted)
+    sizes.clear()
+    targets.evaluate_target(f"classifier:{c_mass}", "mass", 4, seed=3)
+    assert sizes == [(128, 80)]
     sizes.clear()
     more = train.train_dissector(tmp_path / "more.safetensors", init=small, **options)
     assert more["input_size"] == [128, 80] and set(sizes) == {(128, 80)}  # the init's size

@@ -30,6 +30,7 @@ def test_train_target_writes_a_float16_classifier_equal_to_the_trained_one(tmp_p
     assert {v.dtype for v in state.values() if v.is_floating_point()} == {torch.float16}
     sidecar = json.loads(out.with_suffix(".json").read_text())
     assert sidecar["task"] == "mass" and sidecar["phantom_task"]["column"] == "mass"
+    assert sidecar["image_size"] is None  # the bundled base's own size: nothing to restore
     assert set(sidecar["phantom_task"]["held_out"]) == {"images", "seed", "auroc", "positives"}
     # the shipped float16 file gives the float32 fine-tuned model's logits
     shipped = load_target(f"classifier:{out}")

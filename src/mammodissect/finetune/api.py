@@ -59,12 +59,14 @@ class _Built:
     classifier: EncoderClassifier
     encoder: dict[str, Any]
     frozen: list[str]
+    rebuilt_preprocess: Preprocess | None
 
 
-def _check_rebuild(base: str, model: EncoderClassifier) -> None:
-    """Fail before training when ``classifier:PATH`` could not rebuild this architecture."""
+def _check_rebuild(base: str, model: EncoderClassifier) -> Preprocess:
+    """Fail before training when ``classifier:PATH`` could not rebuild this architecture;
+    return the preprocessing of the base as its loader rebuilds it (without its weights)."""
     head = model.head
-    rebuilt, _ = rebuild_classifier(base, head.out_features, head.in_features)
+    rebuilt, target = rebuild_classifier(base, head.out_features, head.in_features)
     problems = check_state(rebuilt, model.state_dict())
     if problems:
         raise MammodissectError(
@@ -72,6 +74,7 @@ def _check_rebuild(base: str, model: EncoderClassifier) -> None:
             f"({'; '.join(problems)}), so the fine-tuned classifier could not be loaded again; "
             "name the architecture fully in the spec (e.g. num_classes, include_top)"
         )
+    return target.preprocess
 
 
 def _own_tensors(module: nn.Module) -> None:
@@ -97,10 +100,9 @@ def _build(
     target.preprocess = configure(target.preprocess, recipe, size)
     classifier, encoder = build_classifier(target, outputs)
     _own_tensors(classifier)
-    if not mammoclip:
-        _check_rebuild(public_base(model), classifier)
+    rebuilt = None if mammoclip else _check_rebuild(public_base(model), classifier)
     frozen = freeze_layers(classifier, freeze)
-    return _Built(target, default, classifier, encoder, frozen)
+    return _Built(target, default, classifier, encoder, frozen, rebuilt)
 
 
 def _data(probe: Probe, labels: TaskLabels, split: Split, preprocess: Preprocess) -> Data:
@@ -252,6 +254,7 @@ def finetune(
         files=files, base=settings["model"], scheme=scheme, labels=labels,
         encoder=built.encoder, trained=built.target.preprocess,
         default=built.default_preprocess, recipe=c.preprocess, size=size,
+        rebuilt=built.rebuilt_preprocess,
         variant=getattr(built.target.module, "variant", None) or "efficientnet",
     )  # fmt: skip
     cache_root = Path(c.cache_dir).expanduser() if c.cache_dir else default_cache_dir()

@@ -73,6 +73,11 @@ class Exporter:
         The base's own preprocessing (before ``recipe`` and ``size``).
     recipe, size:
         The ``preprocess`` and ``image_size`` overrides, as given.
+    rebuilt:
+        The base's preprocessing as ``classifier:PATH`` rebuilds it, without its weights (None
+        for a Mammo-CLIP base, whose configuration holds the size). It differs from
+        ``default`` where the weights carry their own input size (phantom-clip weights
+        trained at another size).
     variant:
         The EfficientNet variant of a Mammo-CLIP base.
     """
@@ -86,6 +91,7 @@ class Exporter:
     default: Preprocess
     recipe: str | None
     size: tuple[int, int] | None
+    rebuilt: Preprocess | None = None
     variant: str = "efficientnet"
 
     @property
@@ -102,6 +108,20 @@ class Exporter:
         """The recipe a loader can apply again (None when it names a file by its path)."""
         public = public_recipe(self.recipe)
         return public if public == self.recipe else None
+
+    def recorded_size(self) -> tuple[int, int] | None:
+        """The ``image_size`` the sidecar records: the override as given or, without one, the
+        trained size where the loader's rebuild of the base would resize to another."""
+        if self.size is not None or self.rebuilt is None:
+            return self.size
+        trained = getattr(self.trained, "size", None)
+        try:
+            restored = configure(self.rebuilt, self._reloadable(), None)
+        except MammodissectError:
+            return None
+        if trained is None or getattr(restored, "size", None) == trained:
+            return None
+        return int(trained[0]), int(trained[1])
 
     def _mammoclip_config(self) -> dict[str, Any]:
         source = self.trained if isinstance(self.trained, MammoClipPreprocess) else self.default
@@ -168,7 +188,7 @@ class Exporter:
             "kind": self.labels.kind,
             "classes": self.labels.classes,
             "preprocess": self._reloadable(),
-            "image_size": list(self.size) if self.size else None,
+            "image_size": list(size) if (size := self.recorded_size()) else None,
             "epoch": entry["epoch"],
             "metrics": values,
         }

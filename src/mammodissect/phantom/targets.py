@@ -111,9 +111,6 @@ def train_target(
     size = spec_input_size(base)  # None unless the base is phantom-clip weights
     if settings is None:  # drawn at the base's own input size
         settings = PhantomSettings(size=size) if size else PhantomSettings()
-    # the sidecar records the size: the classifier's loader rebuilds the base without its
-    # weights (the bundled file's architecture), so it cannot read the size from them
-    resize: dict[str, Any] = {"image_size": "x".join(map(str, size))} if size else {}
     work = out.with_name(f"{out.stem}-work")
     manifest = work / "probe" / "manifest.csv"
     if not manifest.is_file():
@@ -122,7 +119,7 @@ def train_target(
     run = work / "finetune"
     metrics = finetune(
         base, str(manifest), C_TASKS[task], run, epochs=epochs, batch_size=batch_size, lr=lr,
-        seed=seed, progress=progress, **resize,
+        seed=seed, progress=progress,
     )  # fmt: skip
     trained = run / metrics["checkpoint"]
     state = {
@@ -152,9 +149,16 @@ def evaluate_target(
 ) -> dict[str, Any]:
     """Quality of a C variant on ``n`` held-out phantoms: AUROC of its logit for a binary
     task; for a multi-class one (density, BI-RADS) accuracy and chance (the majority class's
-    share), over the images whose class the classifier knows."""
+    share), over the images whose class the classifier knows.
+
+    Without ``settings`` the phantoms are drawn at the variant's input size when it is built
+    on phantom-clip (its encoder saw phantoms of that size), else at the default size."""
     model = load_target(target)
-    phantoms = generate(n, seed=seed, settings=settings or PhantomSettings())
+    if settings is None:
+        size = getattr(model.preprocess, "size", None)
+        on_phantom_clip = str(model.info.get("base", model.spec)).startswith("phantom-clip")
+        settings = PhantomSettings(size=size) if size and on_phantom_clip else PhantomSettings()
+    phantoms = generate(n, seed=seed, settings=settings)
     images = torch.stack([model.preprocess(p.image) for p in phantoms])
     logits = torch.cat([model.module(batch) for batch in images.split(64)])
     column = C_TASKS[task]
