@@ -9,6 +9,8 @@ scored with the run default's similarity (``--similarity``; correlation) against
   unless flagged for leakage), as ``run --detectability --min-auroc X`` does; a planted unit
   whose concept the restriction drops counts as a miss in the ``top1``/``top5`` columns, and
   ``kept_top1`` gives the rate among the units whose concept stays;
+  ``finding`` is top-1 counted by finding: the label is the planted concept or another
+  wording of it (its same-finding group, :mod:`mammodissect.concepts.findings`);
 - ``annotations``: the annotation dissector (S = the probe's own annotations): the ceiling.
 
 The audit is made on the probe itself (as a user would run it) unless ``--audit-seed`` names
@@ -81,6 +83,7 @@ def _score(layer, s, names, controls, all_units, similarity, units_csv=None):
         "concepts": len(names),
         "units_kept": f"{len(sub.concepts)}/{all_units}",
         "top1": round(float(table["top1_match"].sum()) / all_units, 3),
+        "finding": round(float(table["same_finding"].sum()) / all_units, 3),
         "top5": round(float(table["top5_match"].sum()) / all_units, 3),
         "kept_top1": round(float(table["top1_match"].mean()), 3) if len(table) else np.nan,
         "control_labels": control_labels,
@@ -152,7 +155,8 @@ def main() -> int:
             dissected = _score(layer, s, names, controls, units, function)
             ceiling = _score(layer, present, kept, controls, units, function)
             by_function[name] = {
-                "dissector_top1": dissected["top1"], "dissector_top5": dissected["top5"],
+                "dissector_top1": dissected["top1"], "dissector_finding": dissected["finding"],
+                "dissector_top5": dissected["top5"],
                 "dissector_controls": dissected["control_labels"],
                 "annotations_top1": ceiling["top1"], "annotations_top5": ceiling["top5"],
             }  # fmt: skip

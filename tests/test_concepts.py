@@ -599,3 +599,28 @@ def test_cli_bad_input_is_one_line_and_exit_2(capsys, tmp_path, monkeypatch, arg
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("mammodissect: error: ") and message in err[0]
+
+
+def test_same_finding_groups_hold_birads_strings_once_and_reject_bad_files(tmp_path):
+    from mammodissect.concepts.findings import finding_groups, read_findings, same_finding
+    from mammodissect.phantom.vocabulary import PHANTOM_CONCEPTS
+
+    groups = finding_groups()
+    birads = set(C.load("birads").concepts)
+    assert set(groups) <= birads and set(groups.values()) <= set(PHANTOM_CONCEPTS)
+    assert all(groups[finding] == finding for finding in groups.values())  # keys are their own
+    assert groups["BI-RADS density category D"] == "extremely dense breasts"
+    assert same_finding("clustered calcifications", "grouped calcifications")
+    # a distribution is not a morphology: "fine linear" calcifications are not "linear" ones
+    assert not same_finding("fine linear calcifications", "linear calcifications")
+    assert not same_finding("mass", "oval mass") and not same_finding("oval mass", "mass")
+    bad = tmp_path / "f.yaml"
+    bad.write_text("oval mass: [ovoid mass, egg]\n")
+    with pytest.raises(MammodissectError, match="f.yaml: 'egg' is not a concept of the set"):
+        read_findings(bad, birads)
+    bad.write_text("oval mass: [ovoid mass]\nround mass: [ovoid mass]\n")
+    with pytest.raises(MammodissectError, match="'ovoid mass' is in two groups"):
+        read_findings(bad, birads)
+    bad.write_text("oval mass: ovoid mass\n")
+    with pytest.raises(MammodissectError, match="'oval mass' must map to a list of strings"):
+        read_findings(bad, birads)

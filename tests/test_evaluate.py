@@ -179,6 +179,15 @@ def test_agreement_flags_and_bootstrap() -> None:
     assert flags["top5_match"].tolist() == [True, True, False]
     assert flags["same_category"].tolist() == [True, True, False]
     assert flags["same_broad_category"].tolist() == [True, True, True]
+    assert flags["same_finding"].tolist() == [True, False, False]  # no groups: exact strings
+    grouped = agreement_flags([["b"], ["c"], ["a"]], ["a", "a", "a"], table, {"a": "a", "b": "a"})
+    assert grouped["same_finding"].tolist() == [True, False, True]
+    assert grouped["top1_match"].tolist() == [False, False, True]
+    # the bundled groups by default: another phrasing of the descriptor, not a narrower one
+    bundled = agreement_flags(
+        [["ovoid mass"], ["round mass"], ["well-circumscribed oval mass"]], ["oval mass"] * 3
+    )
+    assert bundled["same_finding"].tolist() == [True, False, False]
     mean, low, high = bootstrap_mean([1, 0, 1, 1], resamples=500, seed=0)
     assert mean == 0.75 and 0.0 <= low <= mean <= high <= 1.0
     assert bootstrap_mean([1, 0, 1, 1], resamples=500, seed=0) == (mean, low, high)  # seeded

@@ -112,6 +112,9 @@ def test_right_cosines_recover_every_unit_and_shuffled_ones_fall_to_chance(world
     assert wrong.summary["median_rank"] > 5
     low, high = wrong.summary["top1_recovery_low"], wrong.summary["top1_recovery_high"]
     assert low <= wrong.summary["top1_recovery"] <= high < 1.0
+    # strings in no same-finding group: a same finding is only the same string
+    assert summary["same_finding_recovery"] == 1.0
+    assert wrong.summary["same_finding_recovery"] == wrong.summary["top1_recovery"]
 
 
 def test_blur_and_pooling_by_hand() -> None:

@@ -4,6 +4,8 @@ Over the units that have a grounded concept (IoU at or above the cut-off), per u
 
 - ``top1_match``: the rank-1 label is the grounded concept (exact string);
 - ``top5_match``: the grounded concept is among ranks 1..5;
+- ``same_finding``: the rank-1 label states the grounded concept's finding, in its words or in
+  other words of the same BI-RADS descriptor (:mod:`mammodissect.concepts.findings`);
 - ``same_category`` / ``same_broad_category``: the rank-1 label and the grounded concept share a
   category / broad category (multi-label concepts: any shared label; empty when either has none);
 - ``cosine``: cosine similarity of the rank-1 label and the grounded concept in a sentence
@@ -23,10 +25,12 @@ import pandas as pd
 import torch
 
 from mammodissect.analysis.runs import label_pairs
+from mammodissect.concepts.findings import same_finding
 from mammodissect.errors import MammodissectError
 from mammodissect.models.phantom_clip import MiniLM
 
 __all__ = [
+    "FLAGS",
     "METRICS",
     "agreement_flags",
     "bootstrap_mean",
@@ -37,14 +41,16 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Per-unit agreement columns, in table order.
-METRICS: tuple[str, ...] = (
+#: Per-unit agreement flags (:func:`agreement_flags`), in table order.
+FLAGS: tuple[str, ...] = (
     "top1_match",
     "top5_match",
+    "same_finding",
     "same_category",
     "same_broad_category",
-    "cosine",
 )
+#: Per-unit agreement columns, in table order.
+METRICS: tuple[str, ...] = (*FLAGS, "cosine")
 
 
 def _labels(table: pd.DataFrame | None, concept: str) -> tuple[set[str], set[str]]:
@@ -59,8 +65,9 @@ def agreement_flags(
     labels: Sequence[Sequence[str]],
     truths: Sequence[str],
     categories: pd.DataFrame | None = None,
+    findings: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
-    """Per unit: ``top1_match, top5_match, same_category, same_broad_category``.
+    """Per unit: ``top1_match, top5_match, same_finding, same_category, same_broad_category``.
 
     Parameters
     ----------
@@ -71,6 +78,11 @@ def agreement_flags(
     categories:
         The concept set indexed by concept with ``category, broad_category`` (None: the
         category flags are left empty).
+    findings:
+        Same-finding groups (string -> its finding; default: the bundled ``birads`` groups,
+        :func:`~mammodissect.concepts.findings.finding_groups`). A string in no group is a
+        finding of its own, so for a set without grouped strings ``same_finding`` is
+        ``top1_match``.
 
     Examples
     --------
@@ -85,6 +97,7 @@ def agreement_flags(
         row: dict[str, object] = {
             "top1_match": bool(top) and top[0] == truth,
             "top5_match": truth in top,
+            "same_finding": bool(top) and same_finding(top[0], truth, findings),
             "same_category": None,
             "same_broad_category": None,
         }
@@ -95,7 +108,7 @@ def agreement_flags(
             if lb and tb:
                 row["same_broad_category"] = bool(lb & tb)
         rows.append(row)
-    return pd.DataFrame(rows, columns=list(METRICS[:4]))
+    return pd.DataFrame(rows, columns=list(FLAGS))
 
 
 def concept_ranks(scores: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:

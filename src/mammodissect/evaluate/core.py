@@ -37,7 +37,7 @@ from mammodissect.concepts.encode import score_matrix
 from mammodissect.config import default_cache_dir
 from mammodissect.errors import MammodissectError
 from mammodissect.evaluate import tables
-from mammodissect.evaluate.agreement import agreement_flags, minilm_cosines
+from mammodissect.evaluate.agreement import FLAGS, agreement_flags, minilm_cosines
 from mammodissect.evaluate.config import EvaluateConfig
 from mammodissect.evaluate.fair import FAIR_COLUMNS, concept_truth, fair_columns
 from mammodissect.evaluate.grounding import UNGROUNDED, Grounding, ground
@@ -481,7 +481,7 @@ def _unit_table(
         parts.append(part)
     units = pd.concat(parts, ignore_index=True)
     grounded = units["grounded_concept"].notna() & (units["grounded_concept"] != UNGROUNDED)
-    for column in ("top1_match", "top5_match", "same_category", "same_broad_category"):
+    for column in FLAGS:
         units[column] = pd.Series([None] * len(units), dtype=object)
     units["cosine"] = np.nan
     if grounded.any():

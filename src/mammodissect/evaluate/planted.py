@@ -43,13 +43,15 @@ Per unit
     ``label`` is the best-scoring concept and ``score`` its score; ``concept_score`` is the
     score of the unit's own concept and ``rank`` its rank among all concepts (1 = best, ties
     broken by concept-set order, as the label is, so that rank 1 is exactly ``label ==
-    concept``); ``top1_match`` is rank 1, ``top5_match`` rank 5 or better;
-    ``same_category`` / ``same_broad_category`` compare the label's categories with the
-    concept's as :func:`mammodissect.evaluate.agreement.agreement_flags` does.
+    concept``); ``top1_match`` is rank 1, ``top5_match`` rank 5 or better; ``same_finding``
+    is a rank-1 label that states the concept's finding in its or other words (the concept or
+    in its same-finding group, :mod:`mammodissect.concepts.findings`); ``same_category`` /
+    ``same_broad_category`` compare the label's categories with the concept's as
+    :func:`mammodissect.evaluate.agreement.agreement_flags` does.
 Summary
-    Planted units; top-1 and top-5 recovery (the means of ``top1_match`` and ``top5_match``)
-    and the category agreements, each with a percentile bootstrap 95% interval over units;
-    the median rank.
+    Planted units; top-1 and top-5 recovery (the means of ``top1_match`` and ``top5_match``),
+    same-finding recovery (the mean of ``same_finding``) and the category agreements, each
+    with a percentile bootstrap 95% interval over units; the median rank.
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ from tqdm.auto import tqdm
 
 from mammodissect.errors import MammodissectError
 from mammodissect.evaluate.agreement import (
-    METRICS,
+    FLAGS,
     agreement_flags,
     concept_ranks,
     summarize_agreement,
@@ -107,13 +109,14 @@ PLANTED_COLUMNS: tuple[str, ...] = (
     "score",
     "concept_score",
     "rank",
-    *METRICS[:4],
+    *FLAGS,
 )
 
 #: Summary metrics that come with a bootstrap interval: output key -> table column.
 _RATES = {
     "top1_recovery": "top1_match",
     "top5_recovery": "top5_match",
+    "same_finding_recovery": "same_finding",
     "same_category": "same_category",
     "same_broad_category": "same_broad_category",
 }

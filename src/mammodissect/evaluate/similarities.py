@@ -87,7 +87,11 @@ log = logging.getLogger(__name__)
 #: Functions with a ``top_k`` parameter: one setting per ``top_k``.
 TOP_K_SIMILARITIES: tuple[str, ...] = ("soft_wpmi", "wpmi")
 #: Planted-unit recovery per setting (:mod:`mammodissect.evaluate.planted`).
-_PLANTED = {"planted_top1": "top1_recovery", "planted_top5": "top5_recovery"}
+_PLANTED = {
+    "planted_top1": "top1_recovery",
+    "planted_top5": "top5_recovery",
+    "planted_same_finding": "same_finding_recovery",
+}
 PLANTED_METRICS: tuple[str, ...] = tuple(_PLANTED)
 #: The classifier-head check per setting (:mod:`mammodissect.evaluate.head`): the share of
 #: head units whose rank-1 label / one of the first five names their class.

@@ -34,6 +34,7 @@ __all__ = ["evaluation_section"]
 _AGREEMENT = {
     "top1_match": "top-1 label is the grounded concept",
     "top5_match": "grounded concept among the top 5",
+    "same_finding": "top-1 label states the grounded finding (any wording)",
     "same_category": "same category",
     "same_broad_category": "same broad category",
     "cosine": "label-truth cosine (MiniLM)",
@@ -131,6 +132,7 @@ def _planted(table: pd.DataFrame | None, info: dict[str, Any]) -> str:
     summary = info.get("planted") or {}
     facts = [("planted units", str(summary.get("units", len(table))))]
     for key, label in (("top1_recovery", "top-1 label is the planted concept"),
+                       ("same_finding_recovery", "top-1 label states its finding (any wording)"),
                        ("top5_recovery", "planted concept among the top 5")):  # fmt: skip
         shown = _with_interval(summary, key)
         if shown is not None:
@@ -186,7 +188,8 @@ def _similarities(path: Path) -> str:
                  'alt="label agreement per similarity function"></div>')  # fmt: skip
     columns = ["setting", "grounded_units", "top1_match", "top1_match_low", "top1_match_high",
                "top5_match", "class_top1_match", "iou_ratio", "auprc_ratio", "planted_top1",
-               "planted_top5", "head_top1_in_class", "units_above_null_99"]  # fmt: skip
+               "planted_same_finding", "planted_top5", "head_top1_in_class",
+               "units_above_null_99"]  # fmt: skip
     return (
         '<h3>Similarity functions</h3><p class="muted">Every unit relabelled from the caches '
         "with each similarity setting and scored against the same truth: exact and fair "
