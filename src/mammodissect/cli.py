@@ -19,6 +19,7 @@ from mammodissect.models.phantom_clip import weights_path
 from mammodissect.models.preprocess import parse_image_size
 from mammodissect.models.spec import PHANTOM_C_TASKS
 from mammodissect.options import add_flags, add_signature_flags, flag_values, numbers
+from mammodissect.phantom.targets import train_target
 from mammodissect.phantom.train import HeadRefit, refit_dissector, train_dissector
 from mammodissect.precision import PRECISIONS
 from mammodissect.rundir import (
@@ -496,14 +497,15 @@ def _add_phantom(sub: argparse._SubParsersAction) -> None:
         help="the encoder fine-tuned: phantom-clip (the bundled weights, the default) or "
         "phantom-clip:W.safetensors; phantoms are drawn at its input size",
     )  # fmt: skip
-    target.add_argument("--images", type=int, default=2000, help="training phantoms (2000)")
-    target.add_argument("--epochs", type=int, default=3, help="epochs (3)")
-    target.add_argument("--batch-size", type=int, default=32, help="batch size (32)")
-    target.add_argument("--lr", type=float, default=1e-4, help="learning rate (1e-4)")
-    target.add_argument("--seed", type=int, default=0, help="seed (0)")
-    target.add_argument(
-        "--held-out", type=int, default=500, help="held-out phantoms measured (500)"
-    )
+    add_signature_flags(target, train_target, (
+        ("images", "training phantoms"),
+        ("epochs", "epochs"),
+        ("batch-size", "batch size"),
+        ("lr", "learning rate"),
+        ("seed", "seed"),
+        ("held-out", "held-out phantoms measured"),
+        ("workers", "processes drawing the phantoms (the same phantoms whatever the count)"),
+    ))  # fmt: skip
     target.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -657,12 +659,10 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
         print(f"wrote {args.images} phantoms; probe them with --probe {manifest}")
         return 0
     if args.action == "train-target":
-        from mammodissect.phantom.targets import train_target
-
         metrics = train_target(
             args.task, Path(args.out), base=args.base, images=args.images, epochs=args.epochs,
             batch_size=args.batch_size, lr=args.lr, seed=args.seed, held_out=args.held_out,
-            progress=not args.quiet,
+            workers=args.workers, progress=not args.quiet,
         )  # fmt: skip
         held_out = ", ".join(f"{k} {v}" for k, v in metrics["held_out"].items())
         print(

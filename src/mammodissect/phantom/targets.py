@@ -65,6 +65,7 @@ def train_target(
     seed: int = 0,
     held_out: int = 500,
     settings: PhantomSettings | None = None,
+    workers: int = 1,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Fine-tune ``base`` for a phantom ``task`` and write ``out`` (float16 .safetensors + .json).
@@ -92,6 +93,8 @@ def train_target(
         Phantom settings (default: :class:`~mammodissect.phantom.settings.PhantomSettings`
         at the input size of ``base`` when it is phantom-clip weights, so that a C variant
         trains on phantoms of its encoder's size).
+    workers:
+        Processes drawing the phantoms (the same phantoms whatever the count).
     progress:
         Show progress bars.
 
@@ -114,7 +117,7 @@ def train_target(
     work = out.with_name(f"{out.stem}-work")
     manifest = work / "probe" / "manifest.csv"
     if not manifest.is_file():
-        phantoms = generate(images, seed=TARGET_SEED + seed, settings=settings)
+        phantoms = generate(images, seed=TARGET_SEED + seed, settings=settings, workers=workers)
         write_phantoms(work / "probe", phantoms)
     run = work / "finetune"
     metrics = finetune(
@@ -129,7 +132,9 @@ def train_target(
     sidecar = json.loads(trained.with_suffix(".json").read_text())
     write_safetensors(state, out)
     _write_json(out.with_suffix(".json"), sidecar)
-    quality = evaluate_target(f"classifier:{out}", task, held_out, HELD_OUT_SEED, settings)
+    quality = evaluate_target(
+        f"classifier:{out}", task, held_out, HELD_OUT_SEED, settings, workers=workers
+    )
     sidecar["phantom_task"] = {
         "task": task, "column": C_TASKS[task], "images": images,
         "phantom_seed": TARGET_SEED + seed, "held_out": quality,
@@ -145,7 +150,12 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 @torch.inference_mode()
 def evaluate_target(
-    target: str, task: str, n: int, seed: int, settings: PhantomSettings | None = None
+    target: str,
+    task: str,
+    n: int,
+    seed: int,
+    settings: PhantomSettings | None = None,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Quality of a C variant on ``n`` held-out phantoms: AUROC of its logit for a binary
     task; for a multi-class one (density, BI-RADS) accuracy and chance (the majority class's
@@ -158,7 +168,7 @@ def evaluate_target(
         size = getattr(model.preprocess, "size", None)
         on_phantom_clip = str(model.info.get("base", model.spec)).startswith("phantom-clip")
         settings = PhantomSettings(size=size) if size and on_phantom_clip else PhantomSettings()
-    phantoms = generate(n, seed=seed, settings=settings)
+    phantoms = generate(n, seed=seed, settings=settings, workers=workers)
     images = torch.stack([model.preprocess(p.image) for p in phantoms])
     logits = torch.cat([model.module(batch) for batch in images.split(64)])
     column = C_TASKS[task]
