@@ -57,6 +57,7 @@ from mammodissect.phantom.lexicon import text_negatives, training_texts
 
 __all__ = [
     "HeadRefit",
+    "embed_texts",
     "epochs_in_all",
     "evaluate_dissector",
     "initial_model",
@@ -157,7 +158,8 @@ def _presence(phantoms: list[Phantom], concepts: list[str]) -> torch.Tensor:
     return y
 
 
-def _embed(text: MiniLM, strings: list[str], batch: int = 128) -> torch.Tensor:
+def embed_texts(text: MiniLM, strings: list[str], batch: int = 128) -> torch.Tensor:
+    """(len(strings), 384) text-tower embeddings, ``batch`` strings at a time."""
     # clone: a plain tensor (not an inference-mode one) can feed layers that are trained
     return torch.cat([text(strings[i : i + batch]) for i in range(0, len(strings), batch)]).clone()
 
@@ -177,8 +179,8 @@ class _TrainingTexts:
         positives, owner = training_texts(concepts)
         negatives = list(text_negatives())
         return cls(
-            positives, negatives, _embed(text, positives).to(place),
-            _embed(text, negatives).to(place), torch.tensor(owner, device=place),
+            positives, negatives, embed_texts(text, positives).to(place),
+            embed_texts(text, negatives).to(place), torch.tensor(owner, device=place),
         )  # fmt: skip
 
     def loss(
@@ -334,7 +336,7 @@ def _refit_stage(
                           seed + _REFIT_SEED_OFFSET + start // _REFIT_CHUNK)  # fmt: skip
         features.append(_tower_features(model, chunk, feed))
         present.append(_presence(chunk, sorted(PHANTOM_CONCEPTS)))
-        reports.append(_embed(text, [p.report for p in chunk]))
+        reports.append(embed_texts(text, [p.report for p in chunk]))
     refit_heads(
         model, torch.cat(features), torch.cat(present).to(place), torch.cat(reports).to(place),
         texts, refit, seed, progress,
@@ -434,7 +436,7 @@ def train_dissector(
     for epoch in range(first, epochs):
         phantoms = feed.draw(images, seed * 1000 + offset + epoch)
         y = _presence(phantoms, concepts).to(place)
-        report_features = _embed(text, [p.report for p in phantoms]).to(place)
+        report_features = embed_texts(text, [p.report for p in phantoms]).to(place)
         model.train()
         for module in frozen:
             module.eval()
@@ -544,7 +546,7 @@ def evaluate_dissector(
     phantoms = feed.draw(n, seed)
     concepts = sorted(PHANTOM_CONCEPTS)
     images = torch.cat([model(b) for b in feed.batches(phantoms)])
-    texts = model.embed_text_features(_embed(text, concepts))
+    texts = model.embed_text_features(embed_texts(text, concepts))
     scores = (images @ texts.T).numpy()
     present = _presence(phantoms, concepts).numpy().astype(bool)
     per_concept = {c: auroc(scores[:, i], present[:, i]) for i, c in enumerate(concepts)}
@@ -555,7 +557,7 @@ def evaluate_dissector(
         family: auroc(scores[:, cols].max(1), np.asarray(present[:, cols].any(1)))
         for family, cols in sorted(families.items())
     }
-    reports = model.embed_text_features(_embed(text, [p.report for p in phantoms]))
+    reports = model.embed_text_features(embed_texts(text, [p.report for p in phantoms]))
     recall = recall_at_k(reports @ images.T, 5)
     finite = [v for v in per_concept.values() if not np.isnan(v)]
     return {
