@@ -39,15 +39,23 @@ def test_train_target_writes_a_float16_classifier_equal_to_the_trained_one(tmp_p
     with torch.inference_mode():
         assert torch.allclose(shipped.module(x), trained.module(x), atol=0.05)
     assert "image_encoder.blocks.6.0" in dict(shipped.module.named_modules())
+    # the C variants' recipe: a linear-probe head, BatchNorm statistics of plain images
+    run = json.loads((tmp_path / "c_mass-work/finetune/metrics.json").read_text())
+    assert run["settings"]["head_init"] == "probe" and run["settings"]["precise_bn"] is True
+    assert run["linear_probe"]["images"] == sum(run["split"]["train"].values())
 
 
 def test_train_target_says_when_validation_measured_nothing(tmp_path, capsys):
     code = main([
         "phantom", "train-target", "--task", "mass", "--out", str(tmp_path / "c.safetensors"),
         "--images", "12", "--epochs", "1", "--batch-size", "12", "--held-out", "8", "--quiet",
+        "--head-init", "random", "--no-precise-bn",
     ])  # fmt: skip
     printed = capsys.readouterr().out
     assert code == 0 and "best validation auroc n/a (epoch 1)" in printed, printed
+    # the recipe's switches turn both changes off: the settings of the study's own recipe
+    run = json.loads((tmp_path / "c-work/finetune/metrics.json").read_text())
+    assert "head_init" not in run["settings"] and "precise_bn" not in run["settings"]
 
 
 def test_train_target_command_fine_tunes_the_base_it_is_given(tmp_path, capsys):

@@ -503,6 +503,8 @@ def _add_phantom(sub: argparse._SubParsersAction) -> None:
         ("batch-size", "batch size"),
         ("lr", "learning rate"),
         ("seed", "seed"),
+        ("head-init", "the new head: random, or probe (a linear probe first, then fine-tuning)"),
+        ("precise-bn", "BatchNorm statistics recomputed on the plain training images"),
         ("held-out", "held-out phantoms measured"),
         ("workers", "processes drawing the phantoms (the same phantoms whatever the count)"),
     ))  # fmt: skip
@@ -661,7 +663,8 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
     if args.action == "train-target":
         metrics = train_target(
             args.task, Path(args.out), base=args.base, images=args.images, epochs=args.epochs,
-            batch_size=args.batch_size, lr=args.lr, seed=args.seed, held_out=args.held_out,
+            batch_size=args.batch_size, lr=args.lr, seed=args.seed, head_init=args.head_init,
+            precise_bn=args.precise_bn, held_out=args.held_out,
             workers=args.workers, progress=not args.quiet,
         )  # fmt: skip
         held_out = ", ".join(f"{k} {v}" for k, v in metrics["held_out"].items())

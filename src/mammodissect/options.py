@@ -196,10 +196,19 @@ def add_signature_flags(
 ) -> None:
     """One ``--FLAG`` per (flag, help) with the type and default of ``function``'s keyword of
     that name, for verbs whose settings are a function's keywords rather than a dataclass: the
-    signature stays the one owner of the defaults."""
+    signature stays the one owner of the defaults. A keyword whose default is a bool gets a
+    switch that turns it over: ``--FLAG`` when it is off, ``--no-FLAG`` when it is on."""
     defaults = {k: v.default for k, v in inspect.signature(function).parameters.items()}
     for flag, what in flags:
-        default = defaults[flag.replace("-", "_")]
+        dest = flag.replace("-", "_")
+        default = defaults[dest]
+        if isinstance(default, bool):
+            parser.add_argument(
+                f"--no-{flag}" if default else f"--{flag}", dest=dest, default=default,
+                action="store_false" if default else "store_true",
+                help=f"{what} (turns off the default)" if default else what,
+            )  # fmt: skip
+            continue
         parser.add_argument(
             f"--{flag}", type=type(default), default=default, help=f"{what} ({default})"
         )

@@ -24,6 +24,7 @@ from mammodissect.config import default_cache_dir
 from mammodissect.errors import MammodissectError
 from mammodissect.finetune.config import FinetuneConfig
 from mammodissect.finetune.export import MAMMOCLIP_BASES, Exporter, public_recipe
+from mammodissect.finetune.linear_probe import fit_head
 from mammodissect.finetune.outputs import RunFiles, jsonable
 from mammodissect.finetune.split import Split, split_images
 from mammodissect.finetune.train import Data, Loop, fit, freeze_layers, selection_metric
@@ -160,12 +161,15 @@ def finetune(
 
     The image encoder of the target (its ``image_encoder``; else the network without its
     classifier) gets a linear head ``classifier.classification_head`` (one logit for a
-    binary task, one per class otherwise) and is trained whole: AdamW, linear warm-up for
-    ``warmup_epochs`` then cosine per step, cross-entropy or BCE with ``pos_weight`` =
-    negatives / positives, random flips and small affine changes, bf16 autocast on CUDA.
-    Validation after every epoch (AUROC for binary tasks, accuracy otherwise) picks the best
-    epoch, whose classifier is written. A rerun with the same ``out`` resumes after the
-    last finished epoch (or returns the metrics of a finished run).
+    binary task, one per class otherwise; random, or with ``head_init="probe"`` a linear
+    probe of the frozen encoder's features, :mod:`.linear_probe`) and is trained whole:
+    AdamW, linear warm-up for ``warmup_epochs`` then cosine per step, cross-entropy or BCE
+    with ``pos_weight`` = negatives / positives, random flips and small affine changes, bf16
+    autocast on CUDA. Validation after every epoch (AUROC for binary tasks, accuracy
+    otherwise; with ``precise_bn`` after the BatchNorm statistics are recomputed on the plain
+    training images) picks the best epoch, whose classifier is written. A rerun with the
+    same ``out`` resumes after the last finished epoch (or returns the metrics of a finished
+    run).
 
     Parameters
     ----------
@@ -188,7 +192,10 @@ def finetune(
         the recipe ``epochs`` (may grow on a rerun to train on), ``batch_size``, ``lr``,
         ``weight_decay``, ``warmup_epochs``; the validation share ``val_fraction`` and
         ``split`` (``random`` by patient, or ``column``: the probe's ``split`` column);
-        ``seed`` (split, batches, augmentation, the new head); ``image_size`` and
+        ``seed`` (split, batches, augmentation, the new head); ``head_init`` (``random``,
+        or ``probe``: a linear probe first, LP-FT); ``precise_bn`` (BatchNorm statistics
+        recomputed on the un-augmented training images before every validation);
+        ``image_size`` and
         ``preprocess`` overriding the target's (as for dissection); ``device`` (``auto``:
         CUDA when available) and ``num_workers`` (decoding processes); ``augment`` (random
         flips and small affine changes); ``freeze`` (layer names or globs, comma-separated,
@@ -229,6 +236,11 @@ def finetune(
         "preprocess": public_recipe(c.preprocess), "augment": bool(c.augment),
         "freeze": [p.strip() for p in patterns if p.strip()], "voi": c.voi,
     })  # fmt: skip
+    # runs made before these settings existed keep their fingerprint
+    if c.head_init != "random":
+        settings["head_init"] = c.head_init
+    if c.precise_bn:
+        settings["precise_bn"] = True
     files = RunFiles(out)
     files.make()
     files.check(settings, c.overwrite)
@@ -261,7 +273,7 @@ def finetune(
     loop = Loop(
         epochs=c.epochs, batch_size=c.batch_size, lr=c.lr, weight_decay=c.weight_decay,
         warmup_epochs=c.warmup_epochs, seed=c.seed, augment=c.augment, device=resolved,
-        num_workers=c.num_workers, voi=c.voi, progress=c.progress,
+        num_workers=c.num_workers, voi=c.voi, progress=c.progress, precise_bn=c.precise_bn,
         image_cache=PreparedImageCache(cache_root) if c.cache_images else None,
     )  # fmt: skip
     summary: dict[str, Any] = {
@@ -289,8 +301,12 @@ def finetune(
         files.write_last({**payload, "settings": settings})
         files.write_metrics(_metrics(summary, payload, c.epochs, started, finished=False))
 
+    data = _data(probe, labels, parts, built.target.preprocess)
+    if c.head_init == "probe":  # a resumed run's head is in its state already
+        fitted = (earlier or {}).get("linear_probe") if state is not None else None
+        summary["linear_probe"] = fitted or fit_head(built.classifier, data, loop)
     result = fit(
-        built.classifier, _data(probe, labels, parts, built.target.preprocess), loop,
+        built.classifier, data, loop,
         frozen=built.frozen, state=state, save_best=exporter, save_last=save_last,
     )  # fmt: skip
     metrics = _metrics(summary, result, c.epochs, started, finished=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mammodissect.finetune.linear_probe import HEAD_INITS
 from mammodissect.finetune.split import SPLITS
 from mammodissect.options import check_settings, setting, whole, within
 
@@ -39,6 +40,18 @@ class FinetuneConfig:
     device: str = setting("auto", "auto (CUDA when available), cpu or cuda[:N]")
     num_workers: int = setting(0, "image decoding processes", check=whole(0))
     augment: bool = setting(True, "no random flips or small affine changes")
+    head_init: str = setting(
+        "random",
+        "the new head: random, or probe (a linear probe of the frozen encoder's features of "
+        "the training split, its L2 chosen on validation, then fine-tuning: LP-FT)",
+        choices=HEAD_INITS,
+    )
+    precise_bn: bool = setting(
+        False,
+        "recompute BatchNorm statistics on the un-augmented training images before every "
+        "validation (precise BN; the running ones average augmented images)",
+        flag="--precise-bn",
+    )
     freeze: str | tuple[str, ...] | None = setting(
         None,
         "layers (names or globs, comma-separated) whose weights stay fixed and whose modules "

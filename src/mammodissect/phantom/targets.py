@@ -63,6 +63,8 @@ def train_target(
     batch_size: int = 32,
     lr: float = 1e-4,
     seed: int = 0,
+    head_init: str = "probe",
+    precise_bn: bool = True,
     held_out: int = 500,
     settings: PhantomSettings | None = None,
     workers: int = 1,
@@ -84,8 +86,12 @@ def train_target(
         The target spec fine-tuned (default phantom-clip's image encoder, the M target).
     images:
         Training phantoms (a fifth of them, by image, validate).
-    epochs, batch_size, lr, seed:
-        Passed to :func:`~mammodissect.finetune.finetune` (one epoch of warm-up, then cosine).
+    epochs, batch_size, lr, seed, head_init, precise_bn:
+        Passed to :func:`~mammodissect.finetune.finetune` (one epoch of warm-up, then cosine;
+        by default the head starts as a linear probe of the frozen encoder, LP-FT, and the
+        BatchNorm statistics are recomputed on the plain training images before every
+        validation: chosen on C-density's validation split, 0.9725 against 0.8525 for a
+        random head with the running statistics).
     held_out:
         Held-out phantoms (seed :data:`HELD_OUT_SEED`) the written file is measured on
         (:func:`evaluate_target`).
@@ -122,7 +128,7 @@ def train_target(
     run = work / "finetune"
     metrics = finetune(
         base, str(manifest), C_TASKS[task], run, epochs=epochs, batch_size=batch_size, lr=lr,
-        seed=seed, progress=progress,
+        seed=seed, head_init=head_init, precise_bn=precise_bn, progress=progress,
     )  # fmt: skip
     trained = run / metrics["checkpoint"]
     state = {
