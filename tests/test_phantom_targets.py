@@ -89,8 +89,9 @@ def _bundled(task: str) -> str:
     return spec
 
 
-#: Floors a little under what the bundled C variants measure on these 200 held-out phantoms.
-BINARY_FLOORS = {"mass": 0.8, "calcification": 0.8}
+#: Floors a little under what the bundled C variants measure on these 200 held-out phantoms
+#: (mass 0.811 with 27 positives, calcification 0.803 with 17).
+BINARY_FLOORS = {"mass": 0.75, "calcification": 0.75}
 
 
 @pytest.mark.parametrize("task", sorted(BINARY_FLOORS))
@@ -101,8 +102,9 @@ def test_bundled_binary_c_variants_find_their_finding(task):
 
 
 #: Margins over the majority class a little under what the bundled multi-class C variants
-#: measure on these 200 held-out phantoms (density 4 classes, BI-RADS 0-6).
-MULTICLASS_MARGINS = {"density": 0.2, "birads": 0.1}
+#: measure on these 200 held-out phantoms (density 4 classes: 0.955 against 0.42; BI-RADS
+#: 0-6: 0.77 against 0.405).
+MULTICLASS_MARGINS = {"density": 0.45, "birads": 0.3}
 
 
 @pytest.mark.parametrize("task", sorted(MULTICLASS_MARGINS))
