@@ -80,14 +80,17 @@ def _check_bn(run: Path) -> None:
     settings = json.loads((run / "metrics.json").read_text())["settings"]
     probe = load_probe(run.parent / "probe" / "manifest.csv")
     labels = task_labels(probe, settings["task"])
-    parts = split_images(labels.targets, probe.labels, val_fraction=0.2, seed=0, mode="random")
+    parts = split_images(  # the run's own split
+        labels.targets, probe.labels, val_fraction=settings["val_fraction"],
+        seed=settings["seed"], mode=settings["split"],
+    )  # fmt: skip
     model = load_target(f"classifier:{run / 'classifier.safetensors'}")
     model.module.load_state_dict(torch.load(run / "last.pt", weights_only=False)["model"])
     data = _data(probe, labels, parts, model.preprocess)
     data.train_rows = np.sort(data.train_rows)[:800]
     loop = Loop(
-        epochs=1, batch_size=32, lr=0.0, weight_decay=0.0, warmup_epochs=0, seed=0,
-        augment=False, device=torch.device("cpu"), progress=False,
+        epochs=1, batch_size=settings["batch_size"], lr=0.0, weight_decay=0.0, warmup_epochs=0,
+        seed=0, augment=False, device=torch.device("cpu"), progress=False,
     )  # fmt: skip
     loss = make_loss(data.kind, torch.from_numpy(data.targets[data.train_rows]))
     metric = f"val_{selection_metric(data.kind)}"
@@ -112,18 +115,12 @@ def _recompute(module: torch.nn.Module, data, loop: Loop, bounds: dict | None) -
         return
     generator = torch.Generator().manual_seed(0)
     saved, forward = dict(recipe.AUGMENT), module.forward
-
-    def augmented(x: torch.Tensor) -> torch.Tensor:
-        recipe.AUGMENT.update(bounds)
-        try:
-            return forward(recipe.augment_batch(x, generator))
-        finally:
-            recipe.AUGMENT.update(saved)
-
-    module.forward = augmented  # type: ignore[method-assign]
+    recipe.AUGMENT.update(bounds)
+    module.forward = lambda x: forward(recipe.augment_batch(x, generator))  # type: ignore[method-assign]
     try:
         recompute_batchnorm(module, data, loop, frozen=[])
     finally:
+        recipe.AUGMENT.update(saved)
         del module.forward
 
 
